@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One logic library per helper over a shared BackupKit; each executable is a thin
+// `@main` over its library so the logic is tested without spawning processes.
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+
+let package = Package(
+    name: "kdl-backup",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "s3-put", targets: ["s3-put"]),
+        .executable(name: "s3-get", targets: ["s3-get"]),
+        .executable(name: "s3-ls", targets: ["s3-ls"]),
+        .executable(name: "s3-prune", targets: ["s3-prune"]),
+        .executable(name: "k8s-export", targets: ["k8s-export"]),
+        .executable(name: "mlflow-scan", targets: ["mlflow-scan"]),
+        .executable(name: "notify", targets: ["notify"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C system libraries: typed static-inline shims over the variadic/macro C APIs.
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CJQ", providers: [.apt(["libjq-dev"])]),
+        .systemLibrary(
+            name: "CSQLite", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]),
+        // libcrypto is already in the image through libcurl4's libssl3.
+        .systemLibrary(
+            name: "CCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
+
+        .target(
+            name: "BackupKit",
+            dependencies: [
+                "CCurl", "CJQ", "CCrypto", argumentParser,
+            ]),
+        .target(name: "S3", dependencies: ["BackupKit", argumentParser]),
+        .target(
+            name: "KubeExport",
+            dependencies: ["BackupKit", argumentParser, .product(name: "Yams", package: "Yams")]),
+        .target(name: "MLflowScan", dependencies: ["BackupKit", "CSQLite", argumentParser]),
+        .target(name: "Notify", dependencies: ["BackupKit", argumentParser]),
+
+        .executableTarget(name: "s3-put", dependencies: ["S3"]),
+        .executableTarget(name: "s3-get", dependencies: ["S3"]),
+        .executableTarget(name: "s3-ls", dependencies: ["S3"]),
+        .executableTarget(name: "s3-prune", dependencies: ["S3"]),
+        .executableTarget(name: "k8s-export", dependencies: ["KubeExport"]),
+        .executableTarget(name: "mlflow-scan", dependencies: ["MLflowScan"]),
+        .executableTarget(name: "notify", dependencies: ["Notify"]),
+
+        .testTarget(name: "BackupKitTests", dependencies: ["BackupKit"]),
+        .testTarget(name: "S3Tests", dependencies: ["S3"]),
+        .testTarget(name: "KubeExportTests", dependencies: ["KubeExport"]),
+        .testTarget(name: "MLflowScanTests", dependencies: ["MLflowScan"]),
+        .testTarget(name: "NotifyTests", dependencies: ["Notify"]),
+        .testTarget(name: "HelperCLITests", dependencies: ["BackupKit"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

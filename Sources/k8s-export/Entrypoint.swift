@@ -1,0 +1,6 @@
+import KubeExport
+
+@main
+enum Entrypoint {
+    static func main() { K8sExportCommand.main() }
+}

@@ -1,0 +1,6 @@
+import MLflowScan
+
+@main
+enum Entrypoint {
+    static func main() { MLflowScanCommand.main() }
+}

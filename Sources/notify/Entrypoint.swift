@@ -1,0 +1,6 @@
+import Notify
+
+@main
+enum Entrypoint {
+    static func main() { NotifyCommand.main() }
+}

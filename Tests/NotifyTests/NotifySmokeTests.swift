@@ -1,0 +1,8 @@
+import Testing
+@testable import Notify
+
+@Suite struct NotifySmokeTests {
+    @Test func moduleLoads() {
+        #expect(Bool(true))
+    }
+}
