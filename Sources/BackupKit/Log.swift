@@ -87,9 +87,9 @@ public enum Redact {
         parts.password = nil
         parts.query = nil
         parts.fragment = nil
-        if !keepPath, !parts.path.isEmpty, parts.path != "/" {
-            parts.path = "/[REDACTED]"
-        }
-        return parts.string ?? "[REDACTED-URL]"
+        let redactPath = !keepPath && !parts.path.isEmpty && parts.path != "/"
+        if redactPath { parts.path = "" }
+        guard let text = parts.string else { return "[REDACTED-URL]" }
+        return redactPath ? text + "/[REDACTED]" : text
     }
 }

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+
+@testable import BackupKit
+
+@Suite struct LogTests {
+    private func capture(_ body: (Log) -> Void) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("log-\(UUID().uuidString)").path
+        FileManager.default.createFile(atPath: path, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        body(Log(handle: handle))
+        try handle.close()
+        return try String(contentsOfFile: path, encoding: .utf8)
+    }
+
+    @Test func registeredSecretsNeverReachTheOutput() throws {
+        let text = try capture { log in
+            log.addSecret("s3cr3t-KEY/with+chars")
+            log.log(.error, tool: "s3-put", "request failed", [("detail", "signed with s3cr3t-KEY/with+chars")])
+            log.write("raw s3cr3t-KEY/with+chars\n")
+        }
+        #expect(!text.contains("s3cr3t-KEY"))
+        #expect(text.contains("[REDACTED]"))
+    }
+
+    @Test func logfmtQuotesWhatNeedsQuoting() throws {
+        let text = try capture { log in
+            log.log(.info, tool: "t", "two words", [("key", "plain"), ("path", "a \"b\"\nc")])
+        }
+        #expect(text.contains("level=info tool=t msg=\"two words\" key=plain path=\"a \\\"b\\\"\\nc\""))
+        #expect(text.hasSuffix("\n"))
+    }
+
+    @Test func levelsBelowTheMinimumAreDropped() throws {
+        let text = try capture { log in
+            log.log(.debug, tool: "t", "hidden")
+        }
+        #expect(text.isEmpty)
+    }
+
+    @Test func urlRedactionDropsUserinfoQueryAndTokenPaths() {
+        #expect(Redact.url("https://user:pw@example.com/path?X-Amz-Signature=abc") == "https://example.com/path")
+        #expect(Redact.url("https://hooks.slack.com/services/T000/B000/XXXX", keepPath: false) == "https://hooks.slack.com/[REDACTED]")
+        #expect(Redact.url("not a url") == "[REDACTED-URL]")
+    }
+}
+
+@Suite struct RetryTests {
+    final class RecordingSleeper: Sleeper, @unchecked Sendable {
+        var delays: [Double] = []
+        func sleep(seconds: Double) { delays.append(seconds) }
+    }
+
+    struct Flaky: Error {}
+
+    @Test func retriesUntilSuccessWithBoundedBackoff() throws {
+        let sleeper = RecordingSleeper()
+        let policy = RetryPolicy(retries: 5, baseDelay: 0.1, maxDelay: 0.3)
+        let result = try policy.run(sleeper: sleeper, isRetryable: { _ in true }) { attempt in
+            if attempt < 3 { throw Flaky() }
+            return attempt
+        }
+        #expect(result == 3)
+        #expect(sleeper.delays.count == 3)
+        #expect(sleeper.delays.allSatisfy { $0 >= 0 && $0 <= 0.3 })
+    }
+
+    @Test func givesUpAfterTheLastAttempt() {
+        let sleeper = RecordingSleeper()
+        var calls = 0
+        #expect(throws: Flaky.self) {
+            try RetryPolicy(retries: 2).run(sleeper: sleeper, isRetryable: { _ in true }) { _ in
+                calls += 1
+                throw Flaky()
+            }
+        }
+        #expect(calls == 3)
+    }
+
+    @Test func doesNotRetryWhatIsNotRetryable() {
+        var calls = 0
+        #expect(throws: Flaky.self) {
+            try RetryPolicy(retries: 5).run(sleeper: RecordingSleeper(), isRetryable: { _ in false }) { _ in
+                calls += 1
+                throw Flaky()
+            }
+        }
+        #expect(calls == 1)
+    }
+}

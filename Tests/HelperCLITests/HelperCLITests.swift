@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+/// Runs the built helper binaries as a user would: `--help`, `--version`, usage errors and their exit codes.
+/// The binaries are found next to the test bundle (same build) unless KDL_BIN_DIR names another folder.
+@Suite struct HelperCLITests {
+    static let helpers = ["s3-put", "s3-get", "s3-ls", "s3-prune", "k8s-export", "mlflow-scan", "notify"]
+
+    static var binDir: URL {
+        if let dir = ProcessInfo.processInfo.environment["KDL_BIN_DIR"], !dir.isEmpty {
+            return URL(fileURLWithPath: dir)
+        }
+        // .build/<triple>/debug/kdl-backupPackageTests.xctest → .build/<triple>/debug
+        var url = Bundle.main.bundleURL
+        while url.pathComponents.count > 1, !FileManager.default.fileExists(atPath: url.appendingPathComponent("s3-put").path) {
+            url.deleteLastPathComponent()
+        }
+        return url
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ helper: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = binDir.appendingPathComponent(helper)
+        process.arguments = arguments
+        process.environment = environment
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(
+            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    @Test(arguments: helpers)
+    func versionRunsWithAnEmptyEnvironment(helper: String) throws {
+        let result = try Self.run(helper, ["--version"])
+        #expect(result.status == 0)
+        #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines).range(of: #"^\d+\.\d+\.\d+"#, options: .regularExpression) != nil)
+    }
+
+    @Test(arguments: helpers)
+    func helpDescribesEveryOption(helper: String) throws {
+        let result = try Self.run(helper, ["--help"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("USAGE: \(helper)"))
+        #expect(result.stdout.contains("--version"))
+    }
+
+    @Test(arguments: helpers)
+    func anUnknownOptionIsAUsageError(helper: String) throws {
+        let result = try Self.run(helper, ["--no-such-option"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("--no-such-option"))
+        #expect(!result.stderr.contains("Fatal error"))
+    }
+}
