@@ -2,35 +2,37 @@
 # Summary: the environment contract shared by backup.sh and restore.sh: bucket and prefix,
 #          age recipients, the MongoDB tools' config file, S3 URLs.
 # Usage: source lib/common.sh first, then this file; call kdl_load_s3_config.
+# shellcheck disable=SC2034  # KDL_* globals are read by the scripts that source this file
 
 KDL_BUCKET=""
 KDL_PREFIX=""
 KDL_RECIPIENTS=()
+KDL_CONFIG_ERROR=""
 
 # kdl_load_s3_config: sets KDL_BUCKET from BACKUP_S3_BUCKET (or the original chart's
 # BUCKET_NAME) and KDL_PREFIX from BACKUP_S3_PREFIX (default kdl-backup, no leading or
-# trailing slash). Prints a reason and returns 64 when they are unusable.
+# trailing slash). Sets KDL_CONFIG_ERROR and returns 64 when they are unusable.
 kdl_load_s3_config() {
   KDL_BUCKET=${BACKUP_S3_BUCKET:-${BUCKET_NAME:-}}
   KDL_BUCKET=${KDL_BUCKET#s3://}
   KDL_BUCKET=${KDL_BUCKET%/}
   if [[ -z "$KDL_BUCKET" ]]; then
-    echo "BACKUP_S3_BUCKET (or BUCKET_NAME) is required"
+    KDL_CONFIG_ERROR="BACKUP_S3_BUCKET (or BUCKET_NAME) is required"
     return 64
   fi
   if [[ ! "$KDL_BUCKET" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]]; then
-    echo "BACKUP_S3_BUCKET '$KDL_BUCKET' is not a valid bucket name"
+    KDL_CONFIG_ERROR="BACKUP_S3_BUCKET '$KDL_BUCKET' is not a valid bucket name"
     return 64
   fi
   KDL_PREFIX=${BACKUP_S3_PREFIX-kdl-backup}
   while [[ "$KDL_PREFIX" == /* ]]; do KDL_PREFIX=${KDL_PREFIX#/}; done
   while [[ "$KDL_PREFIX" == */ ]]; do KDL_PREFIX=${KDL_PREFIX%/}; done
   if [[ -z "$KDL_PREFIX" ]]; then
-    echo "BACKUP_S3_PREFIX must not be empty (retention refuses to work on a whole bucket)"
+    KDL_CONFIG_ERROR="BACKUP_S3_PREFIX must not be empty (retention refuses to work on a whole bucket)"
     return 64
   fi
   if [[ "$KDL_PREFIX" =~ (^|/)\.\.?(/|$) || "$KDL_PREFIX" =~ [[:cntrl:]] ]]; then
-    echo "BACKUP_S3_PREFIX '$KDL_PREFIX' must not contain '.' or '..' segments or control characters"
+    KDL_CONFIG_ERROR="BACKUP_S3_PREFIX '$KDL_PREFIX' must not contain '.' or '..' segments or control characters"
     return 64
   fi
   return 0
@@ -43,18 +45,18 @@ kdl_s3_url() {
 
 # kdl_load_recipients: fills KDL_RECIPIENTS from BACKUP_AGE_RECIPIENTS (space, comma or
 # newline separated). Each must be an age X25519 public key (age1 + 58 bech32 characters)
-# that age itself accepts. Prints a reason and returns 64 otherwise.
+# that age itself accepts. Sets KDL_CONFIG_ERROR and returns 64 otherwise.
 kdl_load_recipients() {
   local recipient
   KDL_RECIPIENTS=()
   while IFS= read -r recipient; do
     [[ -n "$recipient" ]] || continue
     if [[ ! "$recipient" =~ ^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$ ]]; then
-      echo "BACKUP_AGE_RECIPIENTS: '${recipient:0:12}...' is not an age public key (age1...); never put an identity (AGE-SECRET-KEY-...) here"
+      KDL_CONFIG_ERROR="BACKUP_AGE_RECIPIENTS: '${recipient:0:12}...' is not an age public key (age1...); never put an identity (AGE-SECRET-KEY-...) here"
       return 64
     fi
     if command -v age >/dev/null 2>&1 && ! age -e -r "$recipient" </dev/null >/dev/null 2>&1; then
-      echo "BACKUP_AGE_RECIPIENTS: age refuses recipient '${recipient:0:12}...'"
+      KDL_CONFIG_ERROR="BACKUP_AGE_RECIPIENTS: age refuses recipient '${recipient:0:12}...'"
       return 64
     fi
     KDL_RECIPIENTS+=("$recipient")
