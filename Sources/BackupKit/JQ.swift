@@ -28,8 +28,9 @@ public final class JQProgram {
     private var state: OpaquePointer?
     private var messages: [String] = []
 
-    /// Compiles `source`; throws `.compile` with jq's own message when it does not compile.
-    public init(_ source: String) throws {
+    /// Compiles `source`, binding each of `arguments` as a string variable (`$name`, like jq's `--arg`);
+    /// throws `.compile` with jq's own message when it does not compile.
+    public init(_ source: String, arguments: [String: String] = [:]) throws {
         guard let state = jq_init() else {
             throw JQError.compile("libjq could not start (out of memory)")
         }
@@ -39,7 +40,11 @@ public final class JQProgram {
             let program = Unmanaged<JQProgram>.fromOpaque(context!).takeUnretainedValue()
             program.messages.append(JQProgram.text(of: message))
         }, context)
-        guard jq_compile(state, source) != 0 else {
+        var bound = jv_object()
+        for (name, value) in arguments.sorted(by: { $0.key < $1.key }) {
+            bound = jv_object_set(bound, jv_string(name), jv_string(value))
+        }
+        guard jq_compile_args(state, source, bound) != 0 else {  // takes ownership of `bound`
             let message = messages.isEmpty ? "syntax error" : messages.joined(separator: "; ")
             throw JQError.compile(message)
         }

@@ -50,4 +50,10 @@ import Testing
         let program = try JQProgram("empty")
         #expect(try program.run(json: "{}").isEmpty)
     }
+
+    @Test func namedArgumentsAreStringVariables() throws {
+        let program = try JQProgram("{kind: $kind} + .", arguments: ["kind": "Secret", "unused": "x"])
+        #expect(try program.run(json: #"{"a":1}"#) == [#"{"a":1,"kind":"Secret"}"#])
+        #expect(throws: JQError.self) { _ = try JQProgram("$missing") }
+    }
 }
