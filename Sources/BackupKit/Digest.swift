@@ -67,3 +67,15 @@ extension Sequence where Element == UInt8 {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// MD5 over libcrypto, for S3's `Content-MD5` header (which DeleteObjects requires); not for security.
+public enum MD5Digest {
+    public static func hash<Bytes: ContiguousBytes>(_ bytes: Bytes) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        bytes.withUnsafeBytes { buffer in
+            _ = EVP_Digest(buffer.baseAddress, buffer.count, &out, &length, EVP_md5(), nil)
+        }
+        return Array(out.prefix(Int(length)))
+    }
+}
