@@ -85,6 +85,13 @@ public struct HTTPTransportError: ExitCodedError {
     public var url: String
     public var retryable: Bool
 
+    public init(code: Int, message: String, url: String, retryable: Bool) {
+        self.code = code
+        self.message = message
+        self.url = url
+        self.retryable = retryable
+    }
+
     public var exitCode: Int32 { retryable ? ExitStatus.unavailable : ExitStatus.failure }
     public var description: String { "\(url): \(message)" }
 }
