@@ -58,7 +58,7 @@ public struct DeliveryResult: Sendable {
 
 /// Which channels get which message for a notification.
 public enum DeliveryPlan {
-    public static func make(_ n: Notification, configuration c: NotifyConfiguration) -> [Delivery] {
+    public static func make(_ n: RunReport, configuration c: NotifyConfiguration) -> [Delivery] {
         var out: [Delivery] = []
         let timeout = c.timeout
         func wanted(_ channel: Channel) -> Bool { c.onlyOn(channel).wants(n.status) }

@@ -65,7 +65,7 @@ public struct Notifier {
         let configuration = try NotifyConfiguration.make(options: request.options, environment: environment)
         for secret in configuration.secrets { log.addSecret(secret) }
 
-        let notification = try makeNotification(request, configuration: configuration)
+        let notification = try makeReport(request, configuration: configuration)
         let deliveries = DeliveryPlan.make(notification, configuration: configuration)
         logSkipped(notification, configuration: configuration, planned: deliveries)
 
@@ -102,7 +102,7 @@ public struct Notifier {
         return results
     }
 
-    func makeNotification(_ request: NotifyRequest, configuration: NotifyConfiguration) throws -> Notification {
+    func makeReport(_ request: NotifyRequest, configuration: NotifyConfiguration) throws -> RunReport {
         var manifest: Manifest?
         if let path = request.manifestPath {
             do {
@@ -138,7 +138,7 @@ public struct Notifier {
                 log.log(.warn, tool: Self.tool, "sending without the log tail", [("error", error.description)])
             }
         }
-        return Notification(
+        return RunReport(
             event: request.event, status: status, manifest: manifest, backupId: backupId, location: location(backupId), logTail: logTail,
             time: now, verify: request.event == .verify ? (request.verify ?? VerifyInfo()) : nil)
     }
@@ -150,7 +150,7 @@ public struct Notifier {
         return prefix.isEmpty ? "s3://\(bucket)/\(id)/" : "s3://\(bucket)/\(prefix)/\(id)/"
     }
 
-    func logSkipped(_ n: Notification, configuration c: NotifyConfiguration, planned: [Delivery]) {
+    func logSkipped(_ n: RunReport, configuration c: NotifyConfiguration, planned: [Delivery]) {
         let configured: [(Channel, Bool)] = [
             (.slack, c.slackWebhookURL != nil), (.webhook, c.webhookURL != nil), (.email, c.mail != nil),
             (.pushgateway, c.pushgatewayURL != nil), (.healthcheck, (n.event == .verify ? c.verifyHealthcheckURL : c.healthcheckURL) != nil),

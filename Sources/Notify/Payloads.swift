@@ -1,7 +1,7 @@
 import BackupKit
 import Foundation
 
-/// The body each channel sends, built from one `Notification` without touching the network.
+/// The body each channel sends, built from one `RunReport` without touching the network.
 /// docs/notifications.md documents every format; the unit tests pin them.
 public enum Payloads {
     /// The webhook body's schema name; bump the version on any incompatible change.
@@ -20,7 +20,7 @@ public enum Payloads {
 
     /// An incoming-webhook message: a header and summary fields, then one coloured attachment per component
     /// (failures first, in red) and, unless the run succeeded, the log tail.
-    public static func slack(_ n: Notification) -> JSONValue {
+    public static func slack(_ n: RunReport) -> JSONValue {
         var fields: [(String, String)] = [("Status", (n.status?.rawValue ?? n.event.rawValue)), ("Backup id", n.id)]
         var attachments: [JSONValue] = []
         switch n.event {
@@ -97,7 +97,7 @@ public enum Payloads {
     // MARK: - Webhook
 
     /// The generic webhook's versioned body (`kdl-backup/notification/v1`).
-    public static func webhook(_ n: Notification) -> JSONValue {
+    public static func webhook(_ n: RunReport) -> JSONValue {
         let m = n.manifest
         let components: [JSONValue] = (m?.components ?? []).map { c in
             .object([
@@ -145,7 +145,7 @@ public enum Payloads {
     /// Prometheus text exposition (0.0.4) of the run, with HELP and TYPE for every metric.
     /// `kdl_backup_last_success_timestamp_seconds` appears only on success: notify pushes with POST,
     /// which replaces only the metrics it sends, so the last success survives a failed run.
-    public static func exposition(_ n: Notification) -> String {
+    public static func exposition(_ n: RunReport) -> String {
         var out = ""
         func gauge(_ name: String, _ help: String, _ samples: [(labels: String, value: String)]) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n"
@@ -196,7 +196,7 @@ public enum Payloads {
     // MARK: - Healthchecks ping
 
     /// The ping URL for this event (healthchecks.io: `/start`, success on the bare URL, `/fail` on failure or partial).
-    public static func pingURL(base: String, _ n: Notification) -> String {
+    public static func pingURL(base: String, _ n: RunReport) -> String {
         let trimmed = base.hasSuffix("/") ? String(base.dropLast()) : base
         switch n.event {
         case .start: return trimmed + "/start"
@@ -205,19 +205,19 @@ public enum Payloads {
     }
 
     /// The ping's body, which healthchecks.io shows with the event: the headline, components, and on failure the log tail.
-    public static func pingBody(_ n: Notification) -> String {
+    public static func pingBody(_ n: RunReport) -> String {
         guard n.event != .start else { return "" }
         return plainReport(n, logTail: n.status != .success)
     }
 
     // MARK: - E-mail
 
-    public static func emailSubject(_ n: Notification) -> String {
+    public static func emailSubject(_ n: RunReport) -> String {
         "[kdl-backup] \(n.status?.rawValue ?? n.event.rawValue): \(n.headline)"
     }
 
     /// The plain-text report e-mails and pings carry (LF line ends; the message builder makes them CRLF).
-    public static func plainReport(_ n: Notification, logTail: Bool = true) -> String {
+    public static func plainReport(_ n: RunReport, logTail: Bool = true) -> String {
         var lines = [n.headline, ""]
         func row(_ name: String, _ value: String) { lines.append((name + ":").padding(toLength: 13, withPad: " ", startingAt: 0) + value) }
         row("Status", n.status?.rawValue ?? n.event.rawValue)
@@ -256,7 +256,7 @@ public enum Payloads {
     }
 
     /// An RFC 5322 message: plain text, UTF-8, CRLF line ends.
-    public static func email(_ n: Notification, from: String, to: [String]) -> Data {
+    public static func email(_ n: RunReport, from: String, to: [String]) -> Data {
         let date = DateFormatter()
         date.locale = Locale(identifier: "en_US_POSIX")
         date.timeZone = TimeZone(identifier: "UTC")

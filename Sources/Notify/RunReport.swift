@@ -15,7 +15,7 @@ public struct VerifyInfo: Sendable, Equatable {
 }
 
 /// One thing to tell every channel about: built once, rendered per channel.
-public struct Notification: Sendable {
+public struct RunReport: Sendable {
     public var event: Event
     /// nil only for `start`.
     public var status: RunStatus?

@@ -1,8 +1,0 @@
-import Testing
-@testable import Notify
-
-@Suite struct NotifySmokeTests {
-    @Test func moduleLoads() {
-        #expect(Bool(true))
-    }
-}
