@@ -226,6 +226,22 @@ def test_volumes(case):
             assert volumes[extra["name"]] == extra
 
 
+def test_network_policy_denies_ingress_to_every_pod(case):
+    _, values, rendered = case
+    policies = rendered.all("NetworkPolicy")
+    if values["backup"].get("networkPolicy", {}).get("enabled", True) is False:
+        assert policies == []
+        return
+    (policy,) = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == []
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for obj in workloads(rendered):
+        labels = (obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+                  if obj["kind"] == "CronJob" else obj["metadata"]["labels"])
+        assert selector.items() <= labels.items(), obj["metadata"]["name"]
+
+
 def test_schedule_and_job_settings(case):
     path, values, rendered = case
     backup = values["backup"]
@@ -266,7 +282,7 @@ def _render_file(chart, stem: str) -> tuple[dict, Rendered]:
 def test_defaults(chart):
     _, rendered = _render_file(chart, "defaults")
     assert rendered.names() == [
-        "CronJob/backup", "CronJob/backup-verify", "Role/backup", "RoleBinding/backup",
+        "CronJob/backup", "CronJob/backup-verify", "NetworkPolicy/backup", "Role/backup", "RoleBinding/backup",
         "Secret/backup-secrets", "ServiceAccount/backup",
     ]
     cronjob = rendered.get("CronJob", "backup")
@@ -306,7 +322,7 @@ def test_original_block_keeps_its_names(chart):
 
 def test_minimal(chart):
     _, rendered = _render_file(chart, "minimal")
-    assert rendered.names() == ["CronJob/backup", "Secret/backup-secrets"]
+    assert rendered.names() == ["CronJob/backup", "NetworkPolicy/backup", "Secret/backup-secrets"]
     spec = pod_spec(rendered.get("CronJob", "backup"))
     assert spec["serviceAccountName"] == "default"
     assert spec["automountServiceAccountToken"] is False
