@@ -226,6 +226,7 @@ expand_components() {
 cmd_restore() {
   ((${#ARGS[@]} >= 2)) || die "$EX_USAGE" "usage: restore.sh restore COMPONENT... ID|latest [--identity FILE] [--dry-run] [--yes]"
   local id=${ARGS[-1]} steps=() step active=() live=false
+  expand_components "${ARGS[@]:0:${#ARGS[@]}-1}" >/dev/null
   mapfile -t steps < <(expand_components "${ARGS[@]:0:${#ARGS[@]}-1}")
   ((${#steps[@]})) || die "$EX_USAGE" "no component given"
   resolve_set "$id" "$ALLOW_PARTIAL"

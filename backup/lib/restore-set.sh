@@ -117,7 +117,7 @@ objects_tsv() {
 
 # check_presence TSV: every object of TSV (objects_tsv lines) is listed under the set with its recorded size.
 check_presence() {
-  local comp key bytes sha enc listed
+  local comp key bytes listed
   load_listing
   while IFS=$'\t' read -r comp key bytes _; do
     listed=$(awk -F'\t' -v k="$SET_ID/$key" '$1 == k { print $2; exit }' "$WORK/listing.tsv")

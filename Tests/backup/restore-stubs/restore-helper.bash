@@ -8,7 +8,7 @@ _restore_setup() {
   load '/usr/lib/bats/bats-support/load'
   load '/usr/lib/bats/bats-assert/load'
   REPO_ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
-  RESTORE_SH="$REPO_ROOT/backup/restore.sh"
+  export RESTORE_SH="$REPO_ROOT/backup/restore.sh"
   # restore-stubs first; the backup tests' stubs supply mlflow-scan (the real helper's JSON shape).
   PATH="$BATS_TEST_DIRNAME/restore-stubs/bin:$BATS_TEST_DIRNAME/test_helper/stubs:$PATH"
   T=$BATS_TEST_TMPDIR
@@ -22,6 +22,7 @@ _restore_setup() {
     unset "$name"
   done
   export BACKUP_S3_BUCKET=kdl-backups
+  export BACKUP_VERIFY_MAX_AGE_HOURS=0 # fake sets are dated 2024; the age test unsets it
   export GITEA_DATA_DIR="$T/target/data" MLFLOW_ROOT="$T/target/shared-volume"
   mkdir -p "$GITEA_DATA_DIR" "$MLFLOW_ROOT"
   age-keygen -o "$T/key.txt" 2>/dev/null
