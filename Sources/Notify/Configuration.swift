@@ -77,13 +77,14 @@ public struct NotifyConfiguration: Sendable {
         return out
     }
 
-    /// A URL, and the parts of it that carry credentials: userinfo, query, and the path (Slack's and healthchecks.io's token).
+    /// A URL, and the parts of it that carry credentials: password, query, and a path long enough to be a token (Slack's, healthchecks.io's).
     static func secretParts(ofURL text: String) -> [String] {
         var parts = [text]
         guard let url = URLComponents(string: text) else { return parts }
-        parts += [url.user, url.password, url.percentEncodedUser, url.percentEncodedPassword, url.query, url.percentEncodedQuery].compactMap { $0 }
+        // Not the user name: it is no secret, and redacting a word like `backup` would garble every line.
+        parts += [url.password, url.percentEncodedPassword, url.query, url.percentEncodedQuery].compactMap { $0 }
         let path = url.percentEncodedPath
-        if path.count > 1 {
+        if path.count >= 8 {
             parts.append(path)
             // Each long path segment on its own too: a token must not survive a differently joined URL.
             parts += path.split(separator: "/").map(String.init).filter { $0.count >= 8 }

@@ -11,12 +11,13 @@ public struct NotifyCommand: ParsableCommand {
         commandName: "notify",
         abstract: "Send backup-run alerts and metrics.",
         discussion: """
-            Channels are enabled by their flag or NOTIFY_* variable (prefer the variables: URLs carry tokens):
-            NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_WEBHOOK_URL (+ NOTIFY_WEBHOOK_SECRET), NOTIFY_SMTP_URL
-            (+ NOTIFY_SMTP_USER, NOTIFY_SMTP_PASSWORD, NOTIFY_MAIL_FROM, NOTIFY_MAIL_TO), NOTIFY_PUSHGATEWAY_URL,
-            NOTIFY_HEALTHCHECK_URL (NOTIFY_VERIFY_HEALTHCHECK_URL for --event verify).
-            A channel that cannot be reached is reported on stderr; notify still exits 0 unless --strict (then 69).
-            See docs/notifications.md for every payload.
+            Channels are enabled by their flag or NOTIFY_* variable; prefer the variables, since URLs carry tokens: \
+            NOTIFY_SLACK_WEBHOOK_URL, NOTIFY_WEBHOOK_URL (signed with NOTIFY_WEBHOOK_SECRET), NOTIFY_SMTP_URL \
+            (with NOTIFY_SMTP_USER, NOTIFY_SMTP_PASSWORD, NOTIFY_MAIL_FROM, NOTIFY_MAIL_TO), NOTIFY_PUSHGATEWAY_URL, \
+            NOTIFY_HEALTHCHECK_URL (NOTIFY_VERIFY_HEALTHCHECK_URL for --event verify). NOTIFY_CA_FILE trusts a private CA.
+
+            A channel that cannot be reached is reported on stderr; notify still exits 0 unless --strict (then 69). \
+            docs/notifications.md describes every payload.
             """,
         version: KDLBackupVersion.current)
 
@@ -116,9 +117,17 @@ public struct NotifyCommand: ParsableCommand {
         request.options.logTailLines = logTailLines
 
         try runReportingErrors(tool: "notify") {
-            let transport = CurlTransport()
+            let environment = Environment.process
+            var options = HTTPClientOptions()
+            if let caFile = environment.first("NOTIFY_CA_FILE") {
+                guard FileManager.default.isReadableFile(atPath: caFile) else {
+                    throw NotifyError.configuration("NOTIFY_CA_FILE \(caFile) is not a readable file")
+                }
+                options.caFile = caFile
+            }
+            let transport = CurlTransport(options: options)
             let notifier = Notifier(
-                environment: .process, http: transport, mail: transport, log: Log.standardError, now: Date(),
+                environment: environment, http: transport, mail: transport, log: Log.standardError, now: Date(),
                 output: { FileHandle.standardOutput.write(Data($0.utf8)) })
             try notifier.run(request)
         }
