@@ -455,6 +455,15 @@ def test_disabled_renders_nothing_but_a_note(chart):
     assert "backup.enabled=true" in rendered.notes
 
 
+def test_verify_scratch_database_without_encryption_needs_no_identity(chart):
+    rendered = render(chart, {"backup": {"enabled": True, "verify": {"scratchDatabase": "gitea_verify"}}})
+    (container,) = pod_spec(rendered.get("CronJob", "backup-verify"))["containers"]
+    env = env_of(container)
+    assert env["BACKUP_VERIFY_SCRATCH_PGDATABASE"]["value"] == "gitea_verify"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres", "key": "POSTGRES_PASSWORD"}
+    assert container["args"] == ["verify", "latest"]
+
+
 def test_verify_can_be_switched_off(chart):
     rendered = render(chart, {"backup": {"enabled": True, "verify": {"enabled": False}}})
     assert [obj["metadata"]["name"] for obj in rendered.all("CronJob")] == ["backup"]
