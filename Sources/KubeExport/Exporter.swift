@@ -125,7 +125,7 @@ public final class Exporter {
         var outOfOrderWarned = false
         var continueToken: String?
 
-        repeat {
+        while true {
             let outcome = try client.list(
                 resource, namespace: options.namespace, labelSelector: options.labelSelector, limit: options.pageSize,
                 continueToken: continueToken)
@@ -209,7 +209,8 @@ public final class Exporter {
                 }
                 exported += 1
             }
-        } while continueToken != nil
+            if continueToken == nil { break }
+        }
 
         log.log(.info, tool: tool, "exported", [("resource", resource.description), ("namespace", options.namespace), ("objects", String(exported)), ("pages", String(pages))])
         return exported

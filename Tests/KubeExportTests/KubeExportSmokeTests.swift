@@ -1,8 +1,0 @@
-import Testing
-@testable import KubeExport
-
-@Suite struct KubeExportSmokeTests {
-    @Test func moduleLoads() {
-        #expect(Bool(true))
-    }
-}
