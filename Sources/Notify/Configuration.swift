@@ -79,16 +79,17 @@ public struct NotifyConfiguration: Sendable {
 
     /// A URL, and the parts of it that carry credentials: password, query, and a path long enough to be a token (Slack's, healthchecks.io's).
     static func secretParts(ofURL text: String) -> [String] {
-        var parts = [text]
-        guard let url = URLComponents(string: text) else { return parts }
+        guard let url = URLComponents(string: text) else { return [text] }
         // Not the user name: it is no secret, and redacting a word like `backup` would garble every line.
-        parts += [url.password, url.percentEncodedPassword, url.query, url.percentEncodedQuery].compactMap { $0 }
+        var parts = [url.password, url.percentEncodedPassword, url.query, url.percentEncodedQuery].compactMap { $0 }
         let path = url.percentEncodedPath
         if path.count >= 8 {
             parts.append(path)
             // Each long path segment on its own too: a token must not survive a differently joined URL.
             parts += path.split(separator: "/").map(String.init).filter { $0.count >= 8 }
         }
+        // The whole URL too, unless it is a bare origin (`http://pushgateway:9091`) that logs may name.
+        if !parts.isEmpty || path.count > 1 || url.user != nil { parts.insert(text, at: 0) }
         return parts
     }
 }
