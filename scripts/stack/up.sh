@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Summary: start the local KDL stack on 127.0.0.1 (free ports), all state under DIR, and write DIR/stack.env.
+# Usage: scripts/stack/up.sh --dir DIR [--seed tiny|small|SIZE] [--seed-number N]
+#
+# Services: PostgreSQL 15 (Gitea's database), moto_server (S3, signatures checked),
+# nx-27017 (MongoDB wire protocol), the Kubernetes API test double. With --seed,
+# sample data (scripts/stack/seed.py) goes into every service and DIR/seed-summary.json.
+# DIR/stack.env holds bash `export K=V` lines; stop everything with scripts/stack/down.sh --dir DIR.
+# On any failure the services already started are stopped again and the exit status is non-zero.
+set -Eeuo pipefail
+umask 077
+
+# shellcheck source=scripts/stack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PG_BIN=/usr/lib/postgresql/15/bin
+STACK_DIR=""
+SEED=""
+SEED_NUMBER=1
+START_TIMEOUT=${STACK_START_TIMEOUT:-30}
+UP_OK=false
+declare -A ENV_OUT=()
+ENV_ORDER=()
+
+usage() {
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 64
+}
+
+# parse_args: --dir (required), --seed, --seed-number.
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --dir) STACK_DIR=${2:-}; shift 2 || usage ;;
+      --dir=*) STACK_DIR=${1#--dir=}; shift ;;
+      --seed) SEED=${2:-}; shift 2 || usage ;;
+      --seed=*) SEED=${1#--seed=}; shift ;;
+      --seed-number) SEED_NUMBER=${2:-}; shift 2 || usage ;;
+      -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *) STACK_DIE_CODE=64 die "unknown argument $1 (see --help)" ;;
+    esac
+  done
+  [[ -n "$STACK_DIR" ]] || STACK_DIE_CODE=64 die "--dir DIR is required"
+  [[ "$SEED_NUMBER" =~ ^[0-9]+$ ]] || STACK_DIE_CODE=64 die "--seed-number must be a number"
+  if [[ -n "$SEED" && ! "$SEED" =~ ^(tiny|small|[0-9]+(\.[0-9]+)?([KMGT]i?B?)?)$ ]]; then
+    STACK_DIE_CODE=64 die "--seed must be tiny, small or a size like 2GiB"
+  fi
+}
+
+# setenv KEY VALUE: records one line of stack.env (written at the end, in order).
+setenv() {
+  [[ -v "ENV_OUT[$1]" ]] || ENV_ORDER+=("$1")
+  ENV_OUT[$1]=$2
+  export "$1=$2"
+}
+
+# prepare_dir: creates DIR (traversable by the postgres user) and refuses a DIR with a live stack.
+prepare_dir() {
+  mkdir -p "$STACK_DIR"
+  STACK_DIR=$(cd "$STACK_DIR" && pwd)
+  local pidfile
+  for pidfile in "$STACK_DIR"/pids/*.pid; do
+    [[ -f "$pidfile" ]] || continue
+    if service_alive "$(basename "$pidfile" .pid)"; then
+      STACK_DIE_CODE=75 die "a stack is already running in $STACK_DIR (scripts/stack/down.sh --dir $STACK_DIR)"
+    fi
+  done
+  rm -rf "$STACK_DIR/pids" "$STACK_DIR/stack.env"
+  mkdir -p "$STACK_DIR/pids" "$STACK_DIR/logs" "$STACK_DIR/bin"
+  chmod o+x "$STACK_DIR"
+  [[ -x "$STACK_PY" ]] || die "missing $STACK_PY: run scripts/setup.sh"
+  [[ -x "$PG_BIN/postgres" ]] || die "missing PostgreSQL 15 server in $PG_BIN: run scripts/setup.sh"
+  setenv STACK_DIR "$STACK_DIR"
+}
+
+# start_s3: moto_server with authentication; the first 3 requests bootstrap an IAM user and key.
+start_s3() {
+  local port
+  port=$(free_port)
+  start_service s3 env INITIAL_NO_AUTH_ACTION_COUNT=3 "$STACK_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+  S3_PORT=$port
+}
+
+# init_s3: creates the access key and the bucket once moto listens.
+init_s3() {
+  wait_port "$S3_PORT" "$START_TIMEOUT" s3
+  local endpoint="http://127.0.0.1:$S3_PORT" keyfile="$STACK_DIR/s3/access-key"
+  mkdir -p "$STACK_DIR/s3"
+  "$STACK_PY" "$STACK_LIB_ROOT/scripts/stack/s3_init.py" --endpoint "$endpoint" --bucket kdl-backups --out "$keyfile" ||
+    die "could not create the S3 access key and bucket (log: $STACK_DIR/logs/s3.log)"
+  local key_id secret
+  { read -r key_id && read -r secret; } <"$keyfile"
+  setenv AWS_ACCESS_KEY_ID "$key_id"
+  setenv AWS_SECRET_ACCESS_KEY "$secret"
+  setenv AWS_REGION us-east-1
+  setenv AWS_DEFAULT_REGION us-east-1
+  setenv AWS_ENDPOINT_URL_S3 "$endpoint"
+  setenv BACKUP_S3_BUCKET kdl-backups
+}
+
+# as_postgres CMD...: runs CMD as the postgres user (initdb and the server refuse root).
+as_postgres() {
+  setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+}
+
+# start_postgres: initdb (scram-sha-256 everywhere) and the server on 127.0.0.1, socket inside DIR.
+start_postgres() {
+  local pgdir="$STACK_DIR/pg" port pwfile
+  mkdir -p "$pgdir/run"
+  chown -R postgres:postgres "$pgdir"
+  as_postgres test -w "$pgdir" || die "the postgres user cannot write $pgdir (is a parent of DIR closed to others?)"
+  PG_SUPER_PASSWORD=$("$STACK_PY" -c 'import secrets; print(secrets.token_urlsafe(18))')
+  PG_GITEA_PASSWORD=$("$STACK_PY" -c 'import secrets; print(secrets.token_urlsafe(18))')
+  pwfile="$pgdir/.pwfile"
+  printf '%s\n' "$PG_SUPER_PASSWORD" >"$pwfile"
+  chown postgres:postgres "$pwfile"
+  as_postgres "$PG_BIN/initdb" -D "$pgdir/data" -U postgres --pwfile="$pwfile" -A scram-sha-256 -E UTF8 \
+    --locale=C.UTF-8 --no-sync >"$STACK_DIR/logs/initdb.log" 2>&1 || die "initdb failed (log: $STACK_DIR/logs/initdb.log)"
+  rm -f "$pwfile"
+  port=$(free_port)
+  start_service postgres setpriv --reuid=postgres --regid=postgres --init-groups -- "$PG_BIN/postgres" -D "$pgdir/data" \
+    -c listen_addresses=127.0.0.1 -p "$port" -k "$pgdir/run" -c unix_socket_permissions=0700 \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+  PG_PORT=$port
+}
+
+# init_postgres: role gitea (password) owning database gitea, as Gitea's installer leaves it.
+init_postgres() {
+  wait_port "$PG_PORT" "$START_TIMEOUT" postgres
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until PGPASSWORD=$PG_SUPER_PASSWORD "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; do
+    ((SECONDS < deadline)) || die "postgres did not accept connections within ${START_TIMEOUT}s"
+    sleep 0.1
+  done
+  PGPASSWORD=$PG_SUPER_PASSWORD psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+    -v pw="$PG_GITEA_PASSWORD" >/dev/null <<'SQL' || die "could not create role and database gitea"
+CREATE ROLE gitea LOGIN PASSWORD :'pw';
+CREATE DATABASE gitea OWNER gitea ENCODING 'UTF8' TEMPLATE template0;
+SQL
+  setenv PGHOST 127.0.0.1
+  setenv PGPORT "$PG_PORT"
+  setenv PGUSER gitea
+  setenv PGPASSWORD "$PG_GITEA_PASSWORD"
+  setenv PGDATABASE gitea
+  setenv STACK_PG_BIN "$PG_BIN"
+  setenv STACK_PG_SUPERUSER postgres
+  setenv STACK_PG_SUPERUSER_PASSWORD "$PG_SUPER_PASSWORD"
+}
+
+# start_mongo: nx-27017 (MongoDB wire protocol over SQLite), one SQLite file per database under DIR.
+start_mongo() {
+  local port
+  port=$(free_port)
+  mkdir -p "$STACK_DIR/mongo/data"
+  start_service mongo "$STACK_VENV/bin/nx-27017" --host 127.0.0.1 -p "$port" --data-dir "$STACK_DIR/mongo/data" \
+    --log-file "$STACK_DIR/logs/mongo-server.log" --pid-file "$STACK_DIR/mongo/nx-27017.pid"
+  MONGO_PORT=$port
+}
+
+# init_mongo: waits for the server; MONGO_URI names no database (tools pass --db).
+init_mongo() {
+  wait_port "$MONGO_PORT" "$START_TIMEOUT" mongo
+  setenv MONGO_URI "mongodb://127.0.0.1:$MONGO_PORT/"
+  setenv STACK_MONGO_PORT "$MONGO_PORT"
+}
+
+# install_doubles: DIR/bin holds wrappers running the mongodump/mongorestore test doubles with the venv's Python.
+install_doubles() {
+  local tool
+  for tool in mongodump mongorestore; do
+    printf '#!/bin/sh\n# Test double of MongoDB %s: see %s\nexec "%s" "%s" "$@"\n' \
+      "$tool" "$STACK_LIB_ROOT/Tests/fixtures/$tool" "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/$tool" \
+      >"$STACK_DIR/bin/$tool"
+    chmod 755 "$STACK_DIR/bin/$tool"
+  done
+  setenv STACK_BIN_DIR "$STACK_DIR/bin"
+}
+
+# write_env: DIR/stack.env, written whole then renamed so readers never see half of it.
+write_env() {
+  local key
+  {
+    echo "# Local KDL stack started by scripts/stack/up.sh at $(date -u +%FT%TZ); source this file."
+    for key in "${ENV_ORDER[@]}"; do
+      printf 'export %s=%q\n' "$key" "${ENV_OUT[$key]}"
+    done
+  } >"$STACK_DIR/stack.env.tmp"
+  mv "$STACK_DIR/stack.env.tmp" "$STACK_DIR/stack.env"
+}
+
+# on_exit: a failed start stops whatever was started.
+on_exit() {
+  if ! $UP_OK && [[ -n "$STACK_DIR" && -d "$STACK_DIR/pids" ]]; then
+    say "start failed; stopping the services already started"
+    stop_service postgres 10 INT
+    stop_all
+  fi
+}
+
+main() {
+  parse_args "$@"
+  trap on_exit EXIT
+  local started=$SECONDS
+  prepare_dir
+  start_s3
+  start_mongo
+  start_postgres
+  init_s3
+  init_mongo
+  init_postgres
+  install_doubles
+  setenv GITEA_DATA_DIR "$STACK_DIR/gitea-data"
+  setenv MLFLOW_ROOT "$STACK_DIR/mlflow"
+  mkdir -p "$GITEA_DATA_DIR" "$MLFLOW_ROOT"
+  write_env
+  UP_OK=true
+  say "up in $((SECONDS - started))s; env: $STACK_DIR/stack.env"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
