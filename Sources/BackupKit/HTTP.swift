@@ -245,11 +245,13 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
         return list
     }
 
+    /// Failures of the connection, not of the request: another attempt may succeed. (SEND_FAIL_REWIND: the
+    /// connection broke while the body was being sent and curl cannot replay it; the caller's retry sends it anew.)
     static func isRetryable(_ code: CURLcode) -> Bool {
         switch code {
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR,
             CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE, CURLE_HTTP2, CURLE_HTTP2_STREAM,
-            CURLE_SSL_CONNECT_ERROR, CURLE_WEIRD_SERVER_REPLY:
+            CURLE_SSL_CONNECT_ERROR, CURLE_WEIRD_SERVER_REPLY, CURLE_SEND_FAIL_REWIND:
             return true
         default:
             return false
