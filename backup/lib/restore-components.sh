@@ -224,7 +224,7 @@ plan_gitea_db() {
   local exists tables
   exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
   if [[ "$exists" == 1 ]]; then
-    tables=$(PGCONNECT_TIMEOUT=10 psql -X -q -t -A -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema')" 2>/dev/null || echo '?')
+    tables=$(PGCONNECT_TIMEOUT=10 psql -X -q -t -A -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema')" </dev/null 2>/dev/null || echo '?')
     echo "plan: gitea-db: database $(pg_target) exists ($tables tables): pg_restore --clean --if-exists --no-owner drops and recreates every object of the dump"
   else
     echo "plan: gitea-db: create database ${PGDATABASE:-gitea} on ${PGHOST:-localhost}:${PGPORT:-5432}, then pg_restore --no-owner into it"
