@@ -21,8 +21,9 @@ public struct NotifyCommand: ParsableCommand {
             """,
         version: KDLBackupVersion.current)
 
-    @Option(help: "What happened: start, finish or verify.")
-    var event: Event
+    // Optional only so that an unknown option is reported before a missing --event; run() requires it.
+    @Option(help: "What happened: start, finish or verify (required).")
+    var event: Event?
 
     @Option(help: "The run's outcome for finish (success, partial, failure; default: the manifest's) or verify (success, failure).")
     var status: RunStatus?
@@ -96,6 +97,7 @@ public struct NotifyCommand: ParsableCommand {
     }
 
     public func run() throws {
+        guard let event else { throw ValidationError("--event start|finish|verify is required") }
         var request = NotifyRequest(event: event)
         request.status = status
         request.manifestPath = manifest
