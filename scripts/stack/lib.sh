@@ -51,12 +51,12 @@ start_service() {
 service_alive() {
   local pid
   pid=$(cat "$STACK_DIR/pids/$1.pid" 2>/dev/null) || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+  [[ "$pid" =~ ^[0-9]+$ ]] && group_alive "$pid"
 }
 
-# group_alive PGID: true while any process of group PGID exists.
+# group_alive PGID: true while a process of group PGID runs (zombies waiting for a slow reaper do not count).
 group_alive() {
-  kill -0 -- "-$1" 2>/dev/null
+  ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
 # stop_service NAME [SECONDS] [SIGNAL]: SIGNAL (default TERM) to NAME's process group, KILL after
