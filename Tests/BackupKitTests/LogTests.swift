@@ -6,7 +6,7 @@ import Testing
 @Suite struct LogTests {
     private func capture(_ body: (Log) -> Void) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("log-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let handle = try #require(FileHandle(forWritingAtPath: path))
         body(Log(handle: handle))
