@@ -1,8 +1,0 @@
-import Testing
-@testable import MLflowScan
-
-@Suite struct MLflowScanSmokeTests {
-    @Test func moduleLoads() {
-        #expect(Bool(true))
-    }
-}
