@@ -73,28 +73,36 @@ prepare_dir() {
   setenv STACK_DIR "$STACK_DIR"
 }
 
-# start_s3: moto_server with authentication; the first 3 requests bootstrap an IAM user and key.
+# start_s3: moto with authentication, behind Tests/fixtures/s3_raw_path_verifier.py: plain moto_server
+# checks signatures against a re-encoded query and refuses every correctly signed listing whose prefix
+# holds a "/" (SignatureDoesNotMatch, even from the AWS CLI); the verifier checks the request as sent,
+# as S3 does. It bootstraps an IAM user with an access key and the bucket itself.
 start_s3() {
   local port
   port=$(free_port)
-  start_service s3 env INITIAL_NO_AUTH_ACTION_COUNT=3 "$STACK_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+  mkdir -p "$STACK_DIR/s3"
+  start_service s3 "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/s3_raw_path_verifier.py" --host 127.0.0.1 --port "$port" \
+    --bucket kdl-backups --env-file "$STACK_DIR/s3/verifier.env"
   S3_PORT=$port
 }
 
-# init_s3: creates the access key and the bucket once moto listens.
+# init_s3: waits for the server's bootstrap (its env file) and takes the access key from it.
 init_s3() {
   wait_port "$S3_PORT" "$START_TIMEOUT" s3
-  local endpoint="http://127.0.0.1:$S3_PORT" keyfile="$STACK_DIR/s3/access-key"
-  mkdir -p "$STACK_DIR/s3"
-  "$STACK_PY" "$STACK_LIB_ROOT/scripts/stack/s3_init.py" --endpoint "$endpoint" --bucket kdl-backups --out "$keyfile" ||
-    die "could not create the S3 access key and bucket (log: $STACK_DIR/logs/s3.log)"
+  local keyfile="$STACK_DIR/s3/verifier.env" deadline=$((SECONDS + START_TIMEOUT))
+  until [[ -s "$keyfile" ]]; do
+    ((SECONDS < deadline)) || die "S3 did not create its access key and bucket (log: $STACK_DIR/logs/s3.log)"
+    sleep 0.1
+  done
   local key_id secret
-  { read -r key_id && read -r secret; } <"$keyfile"
+  # shellcheck source=/dev/null
+  { read -r key_id && read -r secret; } < <(source "$keyfile" && printf '%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY")
+  [[ -n "$key_id" && -n "$secret" ]] || die "no access key in $keyfile"
   setenv AWS_ACCESS_KEY_ID "$key_id"
   setenv AWS_SECRET_ACCESS_KEY "$secret"
   setenv AWS_REGION us-east-1
   setenv AWS_DEFAULT_REGION us-east-1
-  setenv AWS_ENDPOINT_URL_S3 "$endpoint"
+  setenv AWS_ENDPOINT_URL_S3 "http://127.0.0.1:$S3_PORT"
   setenv BACKUP_S3_BUCKET kdl-backups
 }
 
