@@ -34,8 +34,9 @@ public enum PartSizing {
     /// (rounded up to a whole MiB).
     public static func size(forLength length: Int64, base: Int64) -> Int64 {
         let needed = (length + Int64(maximumParts) - 1) / Int64(maximumParts)
+        guard needed > base else { return base }
         let mib: Int64 = 1 << 20
-        return min(max(base, (needed + mib - 1) / mib * mib), maximumPart)
+        return min((needed + mib - 1) / mib * mib, maximumPart)
     }
 }
 

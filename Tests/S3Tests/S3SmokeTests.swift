@@ -1,8 +1,0 @@
-import Testing
-@testable import S3
-
-@Suite struct S3SmokeTests {
-    @Test func moduleLoads() {
-        #expect(Bool(true))
-    }
-}

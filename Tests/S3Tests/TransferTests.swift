@@ -1,0 +1,217 @@
+import BackupKit
+import Foundation
+import Testing
+
+@testable import S3
+
+@Suite struct PartSizingTests {
+    @Test(arguments: [Int64(5 << 20), Int64(8 << 20), Int64(64 << 20)])
+    func tenThousandPartsHoldFiveTebibytes(base: Int64) {
+        var total: Int64 = 0
+        for number in 1...PartSizing.maximumParts {
+            let size = PartSizing.size(ofPart: number, base: base, bytesBefore: total)
+            #expect(size >= PartSizing.minimumPart && size <= PartSizing.maximumPart)
+            total += size
+        }
+        #expect(total >= PartSizing.maximumObject)
+    }
+
+    @Test func partsDoubleEveryThousand() {
+        let base = Int64(8 << 20)
+        #expect(PartSizing.size(ofPart: 1, base: base, bytesBefore: 0) == base)
+        #expect(PartSizing.size(ofPart: 1000, base: base, bytesBefore: 999 * base) == base)
+        #expect(PartSizing.size(ofPart: 1001, base: base, bytesBefore: 1000 * base) == 2 * base)
+        #expect(PartSizing.size(ofPart: 2001, base: base, bytesBefore: 3000 * base) == 4 * base)
+    }
+
+    @Test func knownLengthsUseOneSizeThatFits() {
+        #expect(PartSizing.size(forLength: 100 << 20, base: 8 << 20) == 8 << 20)
+        let oneTiB = Int64(1) << 40
+        let size = PartSizing.size(forLength: oneTiB, base: 8 << 20)
+        #expect(size * Int64(PartSizing.maximumParts) >= oneTiB)
+        #expect(size % (1 << 20) == 0)
+    }
+}
+
+/// A fake S3 that keeps multipart uploads in memory and can fail chosen parts.
+final class FakeS3: @unchecked Sendable {
+    let lock = NSLock()
+    var objects: [String: Data] = [:]
+    var parts: [Int: Data] = [:]
+    var uploads: Set<String> = []
+    var aborted: [String] = []
+    var failingPart: Int?
+    var inFlight = 0
+    var maxInFlight = 0
+
+    lazy var transport = FakeTransport { [unowned self] request, body, sink in try self.answer(request, body, sink) }
+
+    func answer(_ request: HTTPRequest, _ body: Data, _ sink: HTTPBodySink?) throws -> HTTPResponse {
+        let items = URLComponents(string: request.url)?.queryItems ?? []
+        let value = { (name: String) in items.first { $0.name == name }?.value }
+        let key = URLComponents(string: request.url)?.path ?? ""
+        switch (request.method, value("uploads"), value("partNumber")) {
+        case ("POST", .some, _):
+            lock.withLock { _ = uploads.insert("upload-1") }
+            return HTTPResponse(status: 200, body: Data("<R><UploadId>upload-1</UploadId></R>".utf8))
+        case ("PUT", _, .some(let number)):
+            let part = Int(number) ?? 0
+            lock.withLock {
+                inFlight += 1
+                maxInFlight = max(maxInFlight, inFlight)
+            }
+            Thread.sleep(forTimeInterval: 0.002)
+            defer { lock.withLock { inFlight -= 1 } }
+            if failingPart == part { return HTTPResponse(status: 500, body: errorXML("InternalError", "boom")) }
+            let sha = request.headers.first { $0.name == "x-amz-content-sha256" }?.value
+            #expect(sha == SHA256Digest.hash(body).hexString)
+            lock.withLock { parts[part] = body }
+            return HTTPResponse(status: 200, headers: [HTTPHeader("ETag", "\"etag-\(part)\"")])
+        case ("POST", _, _) where value("uploadId") != nil:
+            let text = String(decoding: body, as: UTF8.self)
+            let numbers = XMLText.all("PartNumber", in: text).compactMap(Int.init)
+            #expect(numbers == numbers.sorted())
+            #expect(XMLText.all("ETag", in: text) == numbers.map { "\"etag-\($0)\"" })
+            lock.withLock {
+                objects[key] = numbers.reduce(into: Data()) { $0.append(parts[$1] ?? Data()) }
+                uploads.remove("upload-1")
+            }
+            return HTTPResponse(status: 200, body: Data("<R><ETag>\"final-\(numbers.count)\"</ETag></R>".utf8))
+        case ("DELETE", _, _):
+            lock.withLock {
+                aborted.append(value("uploadId") ?? "")
+                uploads.remove(value("uploadId") ?? "")
+            }
+            return HTTPResponse(status: 204)
+        case ("PUT", _, _):
+            lock.withLock { objects[key] = body }
+            return HTTPResponse(status: 200, headers: [HTTPHeader("ETag", "\"single\"")])
+        default:
+            return HTTPResponse(status: 400, body: errorXML("NotImplemented", request.method))
+        }
+    }
+}
+
+@Suite struct UploaderTests {
+    func uploader(_ s3: FakeS3, partSize: Int64 = 1000, concurrency: Int = 3) throws -> Uploader {
+        var options = PutOptions()
+        options.partSize = partSize
+        options.concurrency = concurrency
+        return Uploader(client: try makeClient(s3.transport, retries: 2), options: options, log: quietLog())
+    }
+
+    func random(_ count: Int) -> Data {
+        Data((0..<count).map { _ in UInt8.random(in: 0...255) })
+    }
+
+    @Test(arguments: [0, 1, 999, 1000])
+    func shortStreamsAreOnePut(size: Int) throws {
+        let s3 = FakeS3()
+        let data = random(size)
+        let result = try uploader(s3).upload(from: MemorySource(data, chunk: 333), to: S3Location(bucket: "b", key: "k"))
+        #expect(result.parts == 1 && result.size == Int64(size) && result.etag == "single")
+        #expect(result.sha256 == SHA256Digest.hash(data).hexString)
+        #expect(s3.objects["/b/k"] == data)
+        #expect(s3.transport.sent.count == 1)
+    }
+
+    @Test(arguments: [false, true])
+    func longStreamsAreMultipartAndByteIdentical(knownLength: Bool) throws {
+        let s3 = FakeS3()
+        let data = random(10_500)
+        let result = try uploader(s3).upload(
+            from: MemorySource(data, chunk: 256, knownLength: knownLength), to: S3Location(bucket: "b", key: "dir/k"))
+        #expect(result.parts == 11)
+        #expect(result.size == 10_500)
+        #expect(result.etag == "final-11")
+        #expect(result.sha256 == SHA256Digest.hash(data).hexString)
+        #expect(s3.objects["/b/dir/k"] == data)
+        #expect(s3.maxInFlight <= 3)
+        #expect(s3.uploads.isEmpty)
+    }
+
+    @Test func aPartThatKeepsFailingAbortsTheUpload() throws {
+        let s3 = FakeS3()
+        s3.failingPart = 4
+        let data = random(8_000)
+        do {
+            _ = try uploader(s3).upload(from: MemorySource(data), to: S3Location(bucket: "b", key: "k"))
+            Issue.record("no error")
+        } catch let error as S3Error {
+            #expect(error.exitCode == ExitStatus.unavailable)
+            #expect(error.description.contains("UploadPart s3://b/k: InternalError"))
+        }
+        #expect(s3.aborted == ["upload-1"])
+        #expect(s3.uploads.isEmpty && s3.objects.isEmpty)
+        let attemptsOfPart4 = s3.transport.sent.filter { query(of: $0.request).contains("partNumber=4") }.count
+        #expect(attemptsOfPart4 == 3)
+    }
+
+    @Test func aReadErrorAbortsToo() throws {
+        final class Broken: ByteSource {
+            var calls = 0
+            var length: Int64? { nil }
+            func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+                calls += 1
+                if calls > 5 { throw S3Error.io("reading stdin: Input/output error") }
+                buffer.initializeMemory(as: UInt8.self, repeating: 7)
+                return buffer.count
+            }
+        }
+        let s3 = FakeS3()
+        #expect(throws: S3Error.io("reading stdin: Input/output error")) {
+            _ = try uploader(s3).upload(from: Broken(), to: S3Location(bucket: "b", key: "k"))
+        }
+        #expect(s3.aborted == ["upload-1"])
+    }
+
+    @Test func aKeyIsRequired() throws {
+        #expect(throws: S3Error.self) {
+            _ = try uploader(FakeS3()).upload(from: MemorySource(Data()), to: S3Location(bucket: "b", key: ""))
+        }
+    }
+}
+
+@Suite struct DownloaderTests {
+    @Test func aBrokenDownloadResumesWithARangedGet() throws {
+        let data = Data((0..<10_000).map { UInt8($0 % 251) })
+        let transport = FakeTransport { request, _, sink in
+            let range = request.headers.first { $0.name == "Range" }?.value
+            if let range {
+                let start = Int(range.dropFirst("bytes=".count).dropLast()) ?? -1
+                #expect(start == 4096)
+                let rest = data[start...]
+                try rest.withUnsafeBytes { try sink?($0) }
+                return HTTPResponse(
+                    status: 206, headers: [HTTPHeader("Content-Range", "bytes \(start)-9999/10000"), HTTPHeader("ETag", "\"e1\"")])
+            }
+            try data.prefix(4096).withUnsafeBytes { try sink?($0) }
+            throw HTTPTransportError(code: 18, message: "Transferred a partial file", url: request.url, retryable: true)
+        }
+        let client = try makeClient(transport)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kdl-get-\(UUID().uuidString)").path
+        defer { unlink(path) }
+        let result = try Downloader(client: client).download(
+            S3Location(bucket: "b", key: "k"), to: FileDescriptorSink(path: path), expectedSHA256: SHA256Digest.hash(data).hexString)
+        #expect(result.resumes == 1 && result.size == 10_000)
+        #expect(FileManager.default.contents(atPath: path) == data)
+        #expect(transport.sent.count == 2)
+    }
+
+    @Test func aChecksumMismatchRemovesThePartialFile() throws {
+        let transport = FakeTransport { _, _, sink in
+            try Data("stored".utf8).withUnsafeBytes { try sink?($0) }
+            return HTTPResponse(status: 200, headers: [HTTPHeader("Content-Length", "6"), HTTPHeader("ETag", "\"e\"")])
+        }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kdl-get-\(UUID().uuidString)").path
+        do {
+            _ = try Downloader(client: try makeClient(transport)).download(
+                S3Location(bucket: "b", key: "k"), to: FileDescriptorSink(path: path), expectedSHA256: String(repeating: "0", count: 64))
+            Issue.record("no error")
+        } catch let error as S3Error {
+            #expect(error.exitCode == ExitStatus.ioError)
+            #expect(error.description.contains("sha256 mismatch"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+}
