@@ -107,6 +107,7 @@ set_bytes() {
 cmd_list() {
   ((${#ARGS[@]} == 0)) || die "$EX_USAGE" "list takes no arguments"
   local id file n=0
+  load_listing
   printf '%-20s %-8s %10s  %s\n' ID STATUS SIZE COMPONENTS
   while IFS= read -r id; do
     valid_id "$id" || continue

@@ -21,10 +21,12 @@ s3_fail() {
 load_listing() {
   [[ -f "$WORK/listing.tsv" ]] && return 0
   local status=0
-  s3-ls --json "$(s3_url "")" >"$WORK/listing.jsonl" 2>"$WORK/s3-ls.err" || status=$?
+  # Listed without the trailing slash (moto with signatures on refuses an encoded "/" in the
+  # prefix parameter); keys of other prefixes that share the string are filtered out here.
+  s3-ls --json "s3://$KDL_BUCKET/$KDL_PREFIX" >"$WORK/listing.jsonl" 2>"$WORK/s3-ls.err" || status=$?
   ((status == 0)) || s3_fail s3-ls "$status" "$WORK/s3-ls.err" "listing $(s3_url "")"
   jq -r --arg p "$KDL_PREFIX/" '
-      (.key // .Key) as $k | ($k | if startswith($p) then .[($p | length):] else . end) as $rel
+      (.key // .Key) as $k | select($k | startswith($p)) | ($k | .[($p | length):]) as $rel
       | [$rel, ((.size // .bytes // .Size // 0) | tostring)] | @tsv' \
     "$WORK/listing.jsonl" >"$WORK/listing.tsv" 2>"$WORK/jq.err" ||
     die "$EX_IOERR" "s3-ls --json printed something that is not JSON lines: $(tool_error_line "$WORK/jq.err")"
@@ -66,6 +68,7 @@ resolve_set() {
   local want=$1 allow_partial=$2 id status
   if [[ "$want" == latest ]]; then
     SET_ID=""
+    load_listing
     while IFS= read -r id; do
       valid_id "$id" || continue
       MANIFEST=$(fetch_manifest "$id")
