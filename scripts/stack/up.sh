@@ -184,6 +184,35 @@ install_doubles() {
   setenv STACK_BIN_DIR "$STACK_DIR/bin"
 }
 
+# seed_data: sample data into every service (seed.py), or only the CRDs the Kubernetes double serves.
+seed_data() {
+  local started=$SECONDS
+  "$STACK_PY" "$STACK_LIB_ROOT/scripts/stack/seed.py" --dir "$STACK_DIR" --size "${SEED:-none}" --seed-number "$SEED_NUMBER" \
+    2>>"$STACK_DIR/logs/seed.log" || die "seeding failed: $(tail -n 3 "$STACK_DIR/logs/seed.log" | tr '\n' ' ')"
+  [[ -z "$SEED" ]] || say "seeded $SEED (seed number $SEED_NUMBER) in $((SECONDS - started))s: $STACK_DIR/seed-summary.json"
+}
+
+# start_k8s: the Kubernetes API test double (HTTPS, own CA, bearer tokens) serving DIR/k8s/objects.json.
+start_k8s() {
+  local dir="$STACK_DIR/k8s" deadline
+  rm -f "$dir/port"
+  start_service k8s "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/kube_api_double.py" --port 0 --dir "$dir" \
+    --objects "$dir/objects.json"
+  deadline=$((SECONDS + START_TIMEOUT))
+  until [[ -s "$dir/port" ]]; do
+    ((SECONDS < deadline)) || die "the Kubernetes API double did not start within ${START_TIMEOUT}s (log: $STACK_DIR/logs/k8s.log)"
+    service_alive k8s || die "the Kubernetes API double exited: $(tail -n 3 "$STACK_DIR/logs/k8s.log" | tr '\n' ' ')"
+    sleep 0.1
+  done
+  wait_port "$(cat "$dir/port")" "$START_TIMEOUT" k8s
+  setenv K8S_SERVER "https://127.0.0.1:$(cat "$dir/port")"
+  setenv K8S_TOKEN_FILE "$dir/token"
+  setenv K8S_CA_FILE "$dir/ca.crt"
+  setenv K8S_NAMESPACE kdl
+  setenv STACK_K8S_LIMITED_TOKEN_FILE "$dir/token-limited"
+  setenv STACK_K8S_DIR "$dir"
+}
+
 # write_env: DIR/stack.env, written whole then renamed so readers never see half of it.
 write_env() {
   local key
@@ -219,7 +248,11 @@ main() {
   install_doubles
   setenv GITEA_DATA_DIR "$STACK_DIR/gitea-data"
   setenv MLFLOW_ROOT "$STACK_DIR/mlflow"
+  rm -rf "$GITEA_DATA_DIR" "$MLFLOW_ROOT" "$STACK_DIR/seed-summary.json"
   mkdir -p "$GITEA_DATA_DIR" "$MLFLOW_ROOT"
+  seed_data
+  [[ -z "$SEED" ]] || setenv STACK_SEED_SUMMARY "$STACK_DIR/seed-summary.json"
+  start_k8s
   write_env
   UP_OK=true
   say "up in $((SECONDS - started))s; env: $STACK_DIR/stack.env"
