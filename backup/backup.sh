@@ -446,8 +446,8 @@ encode_stage() {
   if [[ "$compress" == zstd ]] && encrypted; then
     zstd -q -c | age -e "${age_args[@]}"
     local statuses=("${PIPESTATUS[@]}")
-    ((statuses[0] == 0 && statuses[1] == 0))
-    return
+    if ((statuses[0] == 0 && statuses[1] == 0)); then return 0; fi
+    return 1
   fi
   if [[ "$compress" == zstd ]]; then exec zstd -q -c; fi
   if encrypted; then exec age -e "${age_args[@]}"; fi
@@ -662,7 +662,7 @@ component_mongodb() {
   error=$(check_error mongodb)
   if [[ -n "$error" ]]; then
     component_error "mongodump: skipped: $error"
-    return
+    return 0
   fi
   for db in "${MONGO_DBS[@]}"; do
     if [[ ! "$db" =~ ^[A-Za-z0-9_-]+$ ]]; then
@@ -701,11 +701,11 @@ component_mlflow() {
   error=$(check_error mlflow)
   if [[ -n "$error" ]]; then
     component_error "mlflow-scan: skipped: $error"
-    return
+    return 0
   fi
   if ! kdl_run_job mlflow-scan "$MLFLOW_DIR" >"$COMPONENT_DIR/scan.json" 2>"$COMPONENT_DIR/scan.err"; then
     component_error "mlflow-scan: $(kdl_tail_text "$COMPONENT_DIR/scan.err" 2)"
-    return
+    return 0
   fi
   details_merge '{"root": "", "projects": [], "skipped": []}'
   details_merge "$(jq -nc --arg r "$MLFLOW_DIR" '{root: $r}')"
@@ -771,7 +771,7 @@ component_kubernetes() {
   error=$(check_error kubernetes)
   if [[ -n "$error" ]]; then
     component_error "k8s-export: skipped: $error"
-    return
+    return 0
   fi
   details_merge "$(jq -nc --arg ns "$K8S_NS" '{namespace: $ns, objects: {}}')"
   for resource in "${K8S_RES[@]}"; do

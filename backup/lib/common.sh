@@ -3,6 +3,9 @@
 #          redaction, die/say/require_cmd, word lists, timing and cancellable background jobs.
 # Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 #
+# Functions return explicit statuses: a bare `return` inside a trap handler (and in functions
+# it calls) returns the status from before the trap, which breaks $(...) under set -e.
+#
 # Sourcing defines functions and a few KDL_* globals only; it runs nothing. Callers set
 # KDL_TOOL (the name printed in every line) and may set KDL_LOG_FILE (a copy of every line)
 # and KDL_LOG_FIELDS (an array of key=value pairs added to every line, e.g. component=gitea).
@@ -60,7 +63,7 @@ kdl_logfmt_value() {
   local value=$1
   if [[ -n "$value" && ! "$value" =~ [[:space:]\"=\\[:cntrl:]] ]]; then
     printf '%s' "$value"
-    return
+    return 0
   fi
   value=${value//\\/\\\\}
   value=${value//\"/\\\"}
