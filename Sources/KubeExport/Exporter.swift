@@ -92,7 +92,13 @@ public final class Exporter {
 
     /// Compiles `source` as the clean-up filter; a program that does not compile throws jq's message (exit 64).
     public static func checkFilter(_ source: String) throws {
-        _ = try JQProgram(source, arguments: ["apiVersion": "v1", "kind": "Secret"])
+        do {
+            _ = try JQProgram(source, arguments: ["apiVersion": "v1", "kind": "Secret"])
+        } catch JQError.compile(let message) {
+            // jq's message spans lines (it quotes the program); the error is one line on stderr.
+            let oneLine = message.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+            throw KubeExportError.filterCompile(oneLine)
+        }
     }
 
     public func export(to sink: ExportSink) throws -> ExportSummary {

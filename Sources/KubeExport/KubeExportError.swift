@@ -22,6 +22,8 @@ public enum KubeExportError: ExitCodedError, Equatable {
     case unavailable(resource: String, reason: String)
     /// Any other answer we cannot use.
     case unexpected(resource: String, reason: String)
+    /// The clean-up filter does not compile; jq's message on one line.
+    case filterCompile(String)
     /// The clean-up filter failed on one object (the message carries no value from the object).
     case filterFailed(resource: String, object: String, message: String)
     /// Writing the output failed.
@@ -29,7 +31,7 @@ public enum KubeExportError: ExitCodedError, Equatable {
 
     public var exitCode: Int32 {
         switch self {
-        case .usage, .noServer, .kubeconfig, .badRequest: return ExitStatus.usage
+        case .usage, .noServer, .kubeconfig, .badRequest, .filterCompile: return ExitStatus.usage
         case .missingFile: return ExitStatus.noInput
         case .unreadableFile: return ExitStatus.noPermission
         case .forbidden: return ExitStatus.noPermission
@@ -63,6 +65,8 @@ public enum KubeExportError: ExitCodedError, Equatable {
             return "API server unavailable while listing \(resource): \(reason)"
         case .unexpected(let resource, let reason):
             return "listing \(resource): \(reason)"
+        case .filterCompile(let message):
+            return "jq program does not compile: \(message)"
         case .filterFailed(let resource, let object, let message):
             return "the clean-up filter failed on \(resource) \(object): \(message)"
         case .output(let path, let reason):

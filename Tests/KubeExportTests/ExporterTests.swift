@@ -193,8 +193,8 @@ import Yams
         #expect {
             _ = try runExport(kdlAPI(), resources: ["secrets"], filter: "del(.metadata.uid")
         } throws: { error in
-            guard let error = error as? JQError, case .compile(let message) = error else { return false }
-            return error.exitCode == ExitStatus.usage && message.contains("syntax error")
+            guard let error = error as? KubeExportError, case .filterCompile(let message) = error else { return false }
+            return error.exitCode == ExitStatus.usage && message.contains("syntax error") && !message.contains("\n")
         }
     }
 
