@@ -137,10 +137,28 @@ public final class S3Client: Sendable {
         return etag.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
     }
 
+    /// A body read straight from memory the caller keeps alive and unchanged; each attempt reads it from the start.
+    static func body(_ bytes: UnsafeRawBufferPointer) -> HTTPBody {
+        final class Cursor: @unchecked Sendable {
+            var offset = 0
+        }
+        let cursor = Cursor()
+        nonisolated(unsafe) let source = bytes
+        return .stream(length: Int64(bytes.count)) { target in
+            let count = min(target.count, source.count - cursor.offset)
+            guard count > 0 else { return 0 }
+            target.baseAddress!.copyMemory(from: source.baseAddress! + cursor.offset, byteCount: count)
+            cursor.offset += count
+            return count
+        }
+    }
+
     /// PutObject of bytes in memory; returns the ETag.
-    public func putObject(bucket: String, key: String, data: Data, sha256: String, headers: [HTTPHeader]) throws -> String {
-        let request = S3Request(method: "PUT", bucket: bucket, key: key, headers: headers, body: .bytes(data), payloadHash: sha256)
-        return Self.stripQuotes(try send("PutObject", request).header("ETag"))
+    public func putObject(bucket: String, key: String, data: UnsafeRawBufferPointer, sha256: String, headers: [HTTPHeader]) throws -> String {
+        try retrying("PutObject", bucket: bucket, key: key) { _ in
+            let request = S3Request(method: "PUT", bucket: bucket, key: key, headers: headers, body: Self.body(data), payloadHash: sha256)
+            return Self.stripQuotes(try perform("PutObject", request).header("ETag"))
+        }
     }
 
     public func createMultipartUpload(bucket: String, key: String, headers: [HTTPHeader]) throws -> String {
@@ -154,11 +172,13 @@ public final class S3Client: Sendable {
         return id
     }
 
-    public func uploadPart(bucket: String, key: String, uploadID: String, number: Int, data: Data, sha256: String) throws -> String {
-        let request = S3Request(
-            method: "PUT", bucket: bucket, key: key, query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
-            body: .bytes(data), payloadHash: sha256)
-        return Self.stripQuotes(try send("UploadPart", request).header("ETag"))
+    public func uploadPart(bucket: String, key: String, uploadID: String, number: Int, data: UnsafeRawBufferPointer, sha256: String) throws -> String {
+        try retrying("UploadPart", bucket: bucket, key: key) { _ in
+            let request = S3Request(
+                method: "PUT", bucket: bucket, key: key, query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
+                body: Self.body(data), payloadHash: sha256)
+            return Self.stripQuotes(try perform("UploadPart", request).header("ETag"))
+        }
     }
 
     public func completeMultipartUpload(bucket: String, key: String, uploadID: String, parts: [(Int, String)]) throws -> String {

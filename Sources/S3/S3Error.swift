@@ -79,15 +79,7 @@ public enum S3Error: ExitCodedError, Equatable {
 enum XMLText {
     /// The text of every `<name>...</name>` element (no nesting of the same name).
     static func all(_ name: String, in xml: String) -> [String] {
-        var results: [String] = []
-        var rest = xml[...]
-        let open = "<\(name)>", close = "</\(name)>"
-        while let start = rest.range(of: open) {
-            guard let end = rest.range(of: close, range: start.upperBound..<rest.endIndex) else { break }
-            results.append(decode(String(rest[start.upperBound..<end.lowerBound])))
-            rest = rest[end.upperBound...]
-        }
-        return results
+        blocks(name, in: xml).map(decode)
     }
 
     static func first(_ name: String, in xml: String) -> String? {

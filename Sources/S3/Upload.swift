@@ -123,30 +123,52 @@ public struct PutResult: Codable, Sendable, Equatable {
     public var seconds: Double
 }
 
+/// One part buffer: a raw allocation that is never copied (a `Data` shared between the reader and an
+/// uploader would be copied on write, and glibc would keep the freed copies).
+final class PartBuffer: @unchecked Sendable {
+    private(set) var bytes: UnsafeMutableRawBufferPointer
+
+    init() {
+        bytes = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    }
+
+    /// Makes room for `size` bytes (contents are not kept).
+    func reserve(_ size: Int) {
+        guard bytes.count < size else { return }
+        bytes.deallocate()
+        bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+    }
+
+    func prefix(_ length: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[0..<length])
+    }
+
+    deinit {
+        bytes.deallocate()
+    }
+}
+
 /// A fixed set of part buffers shared by the reader and the uploaders: memory stays at
 /// (concurrency + 1) × part size however long the stream is.
 final class BufferPool: @unchecked Sendable {
     private let condition = NSCondition()
-    private var free: [Data]
+    private var free: [PartBuffer]
 
     init(count: Int) {
-        free = Array(repeating: Data(), count: count)
+        free = (0..<count).map { _ in PartBuffer() }
     }
 
     /// Waits for a free buffer and makes sure it holds at least `size` bytes.
-    func acquire(size: Int) -> Data {
+    func acquire(size: Int) -> PartBuffer {
         condition.lock()
         while free.isEmpty { condition.wait() }
-        var buffer = free.removeLast()
+        let buffer = free.removeLast()
         condition.unlock()
-        if buffer.count < size {
-            buffer = Data()  // release the smaller allocation before taking the larger
-            buffer = Data(count: size)
-        }
+        buffer.reserve(size)
         return buffer
     }
 
-    func release(_ buffer: Data) {
+    func release(_ buffer: PartBuffer) {
         condition.lock()
         free.append(buffer)
         condition.signal()
@@ -158,7 +180,7 @@ final class BufferPool: @unchecked Sendable {
 final class PartQueue: @unchecked Sendable {
     struct Part {
         var number: Int
-        var buffer: Data
+        var buffer: PartBuffer
         var length: Int
     }
 
@@ -248,13 +270,13 @@ public final class Uploader: @unchecked Sendable {
         let pool = BufferPool(count: options.concurrency + 1)
 
         // The first part decides: a short stream is one PutObject.
-        var first = pool.acquire(size: partSize(1, 0))
-        let firstLength = try fill(&first, count: partSize(1, 0), from: source, digest: &digest)
-        var second = Data()
+        let first = pool.acquire(size: partSize(1, 0))
+        let firstLength = try fill(first, count: partSize(1, 0), from: source, digest: &digest)
+        var second = PartBuffer()
         var secondLength = 0
         if firstLength == partSize(1, 0) && source.length.map({ $0 > Int64(firstLength) }) ?? true {
             second = pool.acquire(size: partSize(2, Int64(firstLength)))
-            secondLength = try fill(&second, count: partSize(2, Int64(firstLength)), from: source, digest: &digest)
+            secondLength = try fill(second, count: partSize(2, Int64(firstLength)), from: source, digest: &digest)
         }
         if secondLength == 0 {
             let body = first.prefix(firstLength)
@@ -279,7 +301,9 @@ public final class Uploader: @unchecked Sendable {
                     if queue.hasFailed { continue }
                     do {
                         let body = part.buffer.prefix(part.length)
-                        let sha = SHA256Digest.hash(body).hexString
+                        var partDigest = SHA256Digest()
+                        partDigest.update(body)
+                        let sha = partDigest.finalize().hexString
                         let etag = try client.uploadPart(
                             bucket: location.bucket, key: location.key, uploadID: uploadID, number: part.number, data: body,
                             sha256: sha)
@@ -306,9 +330,9 @@ public final class Uploader: @unchecked Sendable {
                 break
             }
             let size = partSize(number, total)
-            var buffer = pool.acquire(size: size)
+            let buffer = pool.acquire(size: size)
             do {
-                lastLength = try fill(&buffer, count: size, from: source, digest: &digest)
+                lastLength = try fill(buffer, count: size, from: source, digest: &digest)
             } catch {
                 pool.release(buffer)
                 readError = error
@@ -365,16 +389,14 @@ public final class Uploader: @unchecked Sendable {
     }
 
     /// Reads until `count` bytes or the end of the source, hashing what it reads.
-    func fill(_ buffer: inout Data, count: Int, from source: ByteSource, digest: inout SHA256Digest) throws -> Int {
+    func fill(_ buffer: PartBuffer, count: Int, from source: ByteSource, digest: inout SHA256Digest) throws -> Int {
         var filled = 0
-        try buffer.withUnsafeMutableBytes { raw in
-            while filled < count {
-                let target = UnsafeMutableRawBufferPointer(rebasing: raw[filled..<count])
-                let read = try source.read(into: target)
-                if read == 0 { break }
-                digest.update(UnsafeRawBufferPointer(rebasing: raw[filled..<(filled + read)]))
-                filled += read
-            }
+        let raw = buffer.bytes
+        while filled < count {
+            let read = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled..<count]))
+            if read == 0 { break }
+            digest.update(UnsafeRawBufferPointer(rebasing: raw[filled..<(filled + read)]))
+            filled += read
         }
         return filled
     }

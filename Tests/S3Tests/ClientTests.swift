@@ -23,7 +23,19 @@ final class FakeTransport: HTTPTransport, @unchecked Sendable {
 
     func send(_ request: HTTPRequest, sink: HTTPBodySink?) throws -> HTTPResponse {
         var body = Data()
-        if case .bytes(let data) = request.body { body = Data(data) }
+        switch request.body {
+        case .bytes(let data):
+            body = Data(data)
+        case .stream(_, let reader):
+            var chunk = [UInt8](repeating: 0, count: 700)
+            while true {
+                let count = try chunk.withUnsafeMutableBytes { try reader($0) }
+                if count == 0 { break }
+                body.append(contentsOf: chunk[0..<count])
+            }
+        case .none:
+            break
+        }
         lock.withLock { sentRequests.append(Sent(request: request, body: body)) }
         return try handler(request, body, sink)
     }
@@ -221,7 +233,10 @@ final class MemorySource: ByteSource {
     @Test func requestsAreSignedAndNeverCarryTheSecret() throws {
         let transport = FakeTransport { _, _, _ in HTTPResponse(status: 200, headers: [HTTPHeader("ETag", "\"abc\"")]) }
         let client = try makeClient(transport)
-        _ = try client.putObject(bucket: "b", key: "k", data: Data("x".utf8), sha256: SHA256Digest.hash(Data("x".utf8)).hexString, headers: [])
+        let data = Data("x".utf8)
+        _ = try data.withUnsafeBytes {
+            try client.putObject(bucket: "b", key: "k", data: $0, sha256: SHA256Digest.hash(data).hexString, headers: [])
+        }
         let request = try #require(transport.sent.first?.request)
         #expect(request.url == "http://127.0.0.1:9000/b/k")
         #expect(request.headers.contains { $0.name == "Authorization" && $0.value.contains("Credential=AKIDTEST/") })

@@ -384,3 +384,28 @@ def test_prune_refuses_an_empty_prefix(helpers, s3):
         result = run(helpers, "s3-prune", "--keep-last", "1", target, env=s3, check=False)
         assert result.returncode == 64, target
         assert b"refusing" in result.stderr
+
+
+def test_sigterm_aborts_the_multipart_upload_in_progress(helpers, s3):
+    import signal
+
+    bucket, key = s3["BACKUP_S3_BUCKET"], f"{unique('sigterm')}/object.bin"
+    client = boto(s3)
+    process = subprocess.Popen(
+        [str(helpers / "s3-put"), "--part-size", "5MiB", "-", f"s3://{bucket}/{key}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", **s3},
+    )
+    try:
+        process.stdin.write(os.urandom(12 * MiB))
+        process.stdin.flush()
+        deadline = time.time() + 30
+        while not client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads"):
+            assert time.time() < deadline, "the multipart upload never started"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()
+    assert client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) == 0
