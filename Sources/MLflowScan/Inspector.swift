@@ -135,6 +135,7 @@ struct Inspector {
             try destination.execute("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
             do throws(SQLiteFailure) {
                 try source.backup(into: destination)
+                snapshot.copySeconds = Self.seconds(since: started, clock())
             } catch {
                 if error.isCorruption || error.isBusy {
                     FileSystem.remove(partial)
@@ -146,6 +147,8 @@ struct Inspector {
             }
             // A copy of a WAL store keeps WAL in its header; make it one self-contained rollback-mode file.
             try destination.execute("PRAGMA journal_mode = DELETE")
+            let checkStarted = clock()
+            defer { snapshot.checkSeconds = Self.seconds(since: checkStarted, clock()) }
             let integrity = try destination.rows("PRAGMA integrity_check(20)").compactMap { $0.first ?? nil }
             snapshot.integrity = integrity.joined(separator: "; ")
             if integrity != ["ok"] {
@@ -161,6 +164,8 @@ struct Inspector {
         if case .failure(let error) = FileSystem.rename(partial, to: final) {
             return destinationFailed("cannot rename \(partial.text): \(error)")
         }
+        let digestStarted = clock()
+        defer { snapshot.digestSeconds = Self.seconds(since: digestStarted, clock()) }
         switch FileSystem.sha256(final) {
         case .failure(let error):
             return destinationFailed("cannot read back \(final.text): \(error)")
@@ -168,8 +173,11 @@ struct Inspector {
             snapshot.sha256 = result.digest
             snapshot.bytes = result.bytes
         }
-        snapshot.seconds = ((clock() - started) * 1000).rounded() / 1000
+        snapshot.seconds = Self.seconds(since: started, clock())
     }
+
+    /// Seconds rounded to milliseconds, for the report.
+    static func seconds(since start: Double, _ end: Double) -> Double { ((end - start) * 1000).rounded() / 1000 }
 
     /// The first 100 bytes of the database file: SQLite's magic and the WAL flag (bytes 18 and 19 are 2 in WAL mode).
     struct Header {

@@ -61,7 +61,11 @@ public struct SnapshotReport: Encodable, Sendable {
     public var sha256: String?
     /// The result of `PRAGMA integrity_check` on the copy (`ok`).
     public var integrity: String?
+    /// Wall-clock seconds in all, then of the backup API copy, the integrity check and the SHA-256.
     public var seconds: Double?
+    public var copySeconds: Double?
+    public var checkSeconds: Double?
+    public var digestSeconds: Double?
     public var error: String?
 }
 
