@@ -697,7 +697,7 @@ snapshot_store() {
 # component_mlflow: per MLflow store (one at a time): mlflow/<project>/mlflow.db.zst from a
 # consistent snapshot (removed right after upload) and artifacts.tar.zst for local artifacts.
 component_mlflow() {
-  local error store project path status snap snapfile folder folders
+  local error store project path status snap snapfile folder folders seen=" "
   error=$(check_error mlflow)
   if [[ -n "$error" ]]; then
     component_error "mlflow-scan: skipped: $error"
@@ -727,13 +727,22 @@ component_mlflow() {
       component_error "mlflow store $path: project name '$project' cannot be an S3 key segment"
       continue
     fi
+    if [[ "$seen" == *" $project "* ]]; then
+      component_error "mlflow store $path: another store already maps to project '$project'; not stored (rename one folder)"
+      continue
+    fi
+    seen+="$project "
     if ! snap=$(snapshot_store "$store") || [[ -z "$snap" ]]; then
       component_error "mlflow snapshot of $path failed: $(kdl_tail_text "$COMPONENT_DIR/snapshot.err" 2)"
       continue
     fi
-    snapfile="$WORK/snapshot/$project/mlflow.db"
+    snapfile=$(jq -r '.snapshot.path // ""' <<<"$snap")
+    if [[ -z "$snapfile" || ! -f "$snapfile" ]]; then
+      component_error "mlflow snapshot of $path: mlflow-scan wrote no snapshot ($(jq -r '.snapshot.error // .error // "no detail"' <<<"$snap"))"
+      continue
+    fi
     VERIFIED_BY_PRODUCER=false
-    if [[ "$(jq -r '.status // ""' <<<"$snap")" == ok && -f "$snapfile" ]]; then VERIFIED_BY_PRODUCER=true; fi
+    if [[ "$(jq -r '.snapshot.integrity // ""' <<<"$snap")" == ok ]]; then VERIFIED_BY_PRODUCER=true; fi
     put_object "mlflow-$project" "mlflow/$project/mlflow.db.zst" sqlite+zstd zstd - cat "$snapfile" || true
     VERIFIED_BY_PRODUCER=false
     rm -rf -- "$WORK/snapshot"
@@ -781,11 +790,27 @@ component_kubernetes() {
       regex=$SECRET_REGEX
       encrypted || log warn step=secrets encrypted=false "Kubernetes Secrets are stored unencrypted: set BACKUP_AGE_RECIPIENTS"
     fi
-    put_object "$plural" "kubernetes/$plural.yaml.zst" yaml+zstd zstd verify_yaml_documents produce_k8s_export "$resource" "$regex" || true
-    if [[ -s "$COMPONENT_DIR/objects/$plural/verify.out" ]]; then
-      details_merge "$(jq -c --arg p "$plural" '{objects: {($p): .objects}}' "$COMPONENT_DIR/objects/$plural/verify.out")"
-    fi
+    put_object "$plural" "kubernetes/$plural.yaml.zst" yaml+zstd zstd verify_yaml_documents produce_k8s_export "$resource" "$regex" &&
+      check_k8s_summary "$resource" "$plural"
   done
+}
+
+# check_k8s_summary RESOURCE PLURAL: the number of YAML documents stored must equal the count
+# k8s-export reported (--summary); on a mismatch the object is marked unverified. Keeps the
+# count in details.objects.
+check_k8s_summary() {
+  local resource=$1 plural=$2 dir="$COMPONENT_DIR/objects/$2" documents reported merged
+  documents=$(jq -r '.objects' "$dir/verify.out" 2>/dev/null)
+  reported=$(grep '^{' "$dir/producer.err" 2>/dev/null | tail -n1 | jq -r --arg r "$resource" --arg p "$plural" '.[$r] // .[$p] // empty' 2>/dev/null)
+  merged=$(jq -c --arg p "$plural" --argjson n "${documents:-null}" 'del(.[$p]) | .objects[$p] = $n' "$COMPONENT_DIR/details.json") &&
+    printf '%s\n' "$merged" >"$COMPONENT_DIR/details.json"
+  if [[ -n "$reported" && "$reported" != "$documents" ]]; then
+    component_error "$plural: k8s-export reported $reported objects but $documents YAML documents were stored"
+    merged=$(jq -c 'if .key | startswith("kubernetes/'"$plural"'.") then .verified = false else . end' "$COMPONENT_DIR/objects.jsonl") &&
+      printf '%s\n' "$merged" >"$COMPONENT_DIR/objects.jsonl"
+    return 1
+  fi
+  return 0
 }
 
 # run_component NAME: runs one selected component, timing it and writing its manifest entry.
