@@ -11,36 +11,18 @@
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "Tests" / "fixtures"))
 
-
-def load_stack_env(path: str | os.PathLike) -> dict[str, str]:
-    """Parses the `export K=V` lines (bash %q quoting) of a stack.env file."""
-    env: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line.startswith("export "):
-            continue
-        key, _, value = line[len("export "):].partition("=")
-        words = shlex.split(value) if value else [""]
-        env[key] = words[0] if words else ""
-    return env
-
-
-def merged_env(stack: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    env.update(stack)
-    if stack.get("STACK_BIN_DIR"):
-        env["PATH"] = stack["STACK_BIN_DIR"] + os.pathsep + env.get("PATH", "")
-    return env
+from stack_env import load_stack_env, merged_env  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,11 @@ STACK_DIR=""
 parse_args() {
   while (($#)); do
     case "$1" in
-      --dir) STACK_DIR=${2:-}; shift 2 || STACK_DIE_CODE=64 die "--dir needs a value" ;;
+      --dir)
+        [[ -n "${2:-}" ]] || STACK_DIE_CODE=64 die "--dir needs a value"
+        STACK_DIR=$2
+        shift 2
+        ;;
       --dir=*) STACK_DIR=${1#--dir=}; shift ;;
       -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) STACK_DIE_CODE=64 die "unknown argument $1 (see --help)" ;;

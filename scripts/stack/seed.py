@@ -396,13 +396,28 @@ def seed_postgres(world: World, summary: dict) -> None:
 
 
 def ed25519_pair(rng: random.Random, comment: str) -> tuple[str, str]:
+    """An OpenSSH ed25519 key pair; the private key's check integers come from rng too, so the
+    same seed gives byte-identical keys (cryptography's serializer draws them from os.urandom)."""
+    import struct
+
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    key = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return private.decode(), f"{public.decode()} {comment}"
+    seed = rng.randbytes(32)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def string(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    blob = string(b"ssh-ed25519") + string(public)
+    check = rng.randbytes(4)
+    section = check + check + blob + string(seed + public) + string(comment.encode())
+    section += bytes(range(1, 1 + (-len(section) % 8)))
+    body = b"openssh-key-v1\0" + string(b"none") + string(b"none") + string(b"") + struct.pack(">I", 1) + string(blob) + string(section)
+    encoded = base64.b64encode(body).decode()
+    lines = [encoded[i : i + 70] for i in range(0, len(encoded), 70)]
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END OPENSSH PRIVATE KEY-----\n"
+    return private, f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
 
 
 # ---------------------------------------------------------------------------------------------

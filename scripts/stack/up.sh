@@ -19,23 +19,24 @@ SEED=""
 SEED_NUMBER=1
 START_TIMEOUT=${STACK_START_TIMEOUT:-30}
 UP_OK=false
+OWNS_DIR=false
 declare -A ENV_OUT=()
 ENV_ORDER=()
 
-usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 64
+# need_value OPTION VALUE: dies with 64 when OPTION has no value.
+need_value() {
+  [[ -n "${2:-}" ]] || STACK_DIE_CODE=64 die "$1 needs a value (see --help)"
 }
 
 # parse_args: --dir (required), --seed, --seed-number.
 parse_args() {
   while (($#)); do
     case "$1" in
-      --dir) STACK_DIR=${2:-}; shift 2 || usage ;;
+      --dir) need_value "$1" "${2:-}"; STACK_DIR=$2; shift 2 ;;
       --dir=*) STACK_DIR=${1#--dir=}; shift ;;
-      --seed) SEED=${2:-}; shift 2 || usage ;;
+      --seed) need_value "$1" "${2:-}"; SEED=$2; shift 2 ;;
       --seed=*) SEED=${1#--seed=}; shift ;;
-      --seed-number) SEED_NUMBER=${2:-}; shift 2 || usage ;;
+      --seed-number) need_value "$1" "${2:-}"; SEED_NUMBER=$2; shift 2 ;;
       -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) STACK_DIE_CODE=64 die "unknown argument $1 (see --help)" ;;
     esac
@@ -65,6 +66,7 @@ prepare_dir() {
       STACK_DIE_CODE=75 die "a stack is already running in $STACK_DIR (scripts/stack/down.sh --dir $STACK_DIR)"
     fi
   done
+  OWNS_DIR=true
   rm -rf "$STACK_DIR/pids" "$STACK_DIR/stack.env"
   mkdir -p "$STACK_DIR/pids" "$STACK_DIR/logs" "$STACK_DIR/bin"
   chmod o+x "$STACK_DIR"
@@ -227,7 +229,7 @@ write_env() {
 
 # on_exit: a failed start stops whatever was started.
 on_exit() {
-  if ! $UP_OK && [[ -n "$STACK_DIR" && -d "$STACK_DIR/pids" ]]; then
+  if ! $UP_OK && $OWNS_DIR && [[ -d "$STACK_DIR/pids" ]]; then
     say "start failed; stopping the services already started"
     stop_service postgres 10 INT
     stop_all
