@@ -65,8 +65,12 @@ struct Discovery {
         self.maxDepth = maxDepth
     }
 
-    mutating func run(rootListing: [RawPath]) {
+    /// `excluding`: a folder never searched (the snapshot directory, when it is below ROOT).
+    mutating func run(rootListing: [RawPath], excluding excluded: RawPath? = nil) {
         if case .success(let info) = FileSystem.info(realRoot, followSymlink: true) {
+            visitedFolders.insert(FileID(device: info.device, inode: info.inode))
+        }
+        if let excluded, case .success(let info) = FileSystem.info(excluded, followSymlink: true) {
             visitedFolders.insert(FileID(device: info.device, inode: info.inode))
         }
         let name = realRoot.lastComponent.text

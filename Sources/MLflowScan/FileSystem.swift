@@ -64,7 +64,9 @@ struct FileInfo: Sendable {
 /// An `errno` with its text, for messages.
 struct SystemError: Error, CustomStringConvertible, Sendable {
     var code: Int32
-    var description: String { String(cString: strerror(code)) }
+    /// A more precise text than strerror's, when the caller has one.
+    var text: String?
+    var description: String { text ?? String(cString: strerror(code)) }
     static var current: SystemError { SystemError(code: errno) }
 }
 

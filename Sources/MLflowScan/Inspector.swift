@@ -188,11 +188,13 @@ struct Inspector {
         static let magic = Array("SQLite format 3\0".utf8)
 
         static func read(_ path: RawPath) -> Result<Header, SystemError> {
-            let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
+            // O_NONBLOCK: a FIFO or device named mlflow.db must not hang the scan; it is refused below.
+            let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC | O_NONBLOCK) }
             guard fd >= 0 else { return .failure(.current) }
             defer { close(fd) }
             var st = stat()
             guard fstat(fd, &st) == 0 else { return .failure(.current) }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { return .failure(SystemError(code: EINVAL, text: "not a regular file")) }
             var bytes = [UInt8](repeating: 0, count: 100)
             let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 100, 0) }
             guard count >= 0 else { return .failure(.current) }

@@ -57,7 +57,7 @@ public struct Scanner {
         }
 
         var discovery = Discovery(root: root, realRoot: realRoot, maxDepth: options.maxDepth)
-        discovery.run(rootListing: listing)
+        discovery.run(rootListing: listing, excluding: snapshotRoot)
         let candidates = discovery.candidates
         let names = Self.snapshotNames(for: candidates)
         let groups = Dictionary(grouping: candidates.indices, by: { candidates[$0].project })

@@ -226,3 +226,26 @@ import Testing
         }
     }
 }
+
+@Suite struct ScanEdgeTests {
+    @Test func aSnapshotDirectoryInsideRootIsNotScannedAgain() throws {
+        let tree = try StoreTree()
+        try tree.mlflowStore(in: try tree.folder("alpha"))
+        let inside = tree.root.path + "/backups"
+        for _ in 0..<2 {
+            let (report, _) = try Scanner(options: ScanOptions(root: tree.root.path, snapshotDir: inside)).run()
+            #expect(report.stores.map(\.project) == ["alpha"])
+            #expect(report.store("alpha")?.snapshot?.path == inside + "/alpha/mlflow.db")
+        }
+    }
+
+    @Test func aFifoNamedMlflowDbIsRefusedWithoutBlocking() throws {
+        let tree = try StoreTree()
+        let folder = try tree.folder("fifo")
+        #expect(mkfifo(folder.appending("other").text, 0o600) == 0)
+        try FileManager.default.createSymbolicLink(atPath: folder.appending("mlflow.db").text, withDestinationPath: "other")
+        let store = try #require(try tree.scan().store("fifo"))
+        #expect(store.status == .unreadable)
+        #expect(store.error?.contains("not a regular file") == true)
+    }
+}
