@@ -130,11 +130,21 @@ public final class Exporter {
         var restarted = false
         var outOfOrderWarned = false
         var continueToken: String?
+        // The next page is requested as soon as its continue token is known, so the API server prepares it
+        // while this page is filtered and written: at most two pages are in memory.
+        var prefetched: PendingPage?
+        defer { _ = try? prefetched?.wait() }
 
         while true {
-            let outcome = try client.list(
-                resource, namespace: options.namespace, labelSelector: options.labelSelector, limit: options.pageSize,
-                continueToken: continueToken)
+            let outcome: KubeClient.ListOutcome
+            if let pending = prefetched {
+                prefetched = nil
+                outcome = try pending.wait()
+            } else {
+                outcome = try client.list(
+                    resource, namespace: options.namespace, labelSelector: options.labelSelector, limit: options.pageSize,
+                    continueToken: continueToken)
+            }
             let body: Data
             switch outcome {
             case .notFound:
@@ -180,6 +190,14 @@ public final class Exporter {
             }
             let token = Self.unquote(fields[2])
             continueToken = token.isEmpty ? nil : token
+            if let continueToken {
+                let (client, options) = (client, options)
+                prefetched = PendingPage {
+                    try client.list(
+                        resource, namespace: options.namespace, labelSelector: options.labelSelector, limit: options.pageSize,
+                        continueToken: continueToken)
+                }
+            }
 
             var items: [(key: [UInt8], namespace: String, name: String, json: String)] = []
             items.reserveCapacity((fields.count - 3) / 3)
@@ -242,6 +260,29 @@ public final class Exporter {
             message = String(message[..<open]) + "(…)" + (close.map { String(message[message.index(after: $0)...]) } ?? "")
         }
         return message
+    }
+}
+
+/// A list request running on its own thread; `wait()` returns its outcome or rethrows its error.
+/// Unchecked Sendable: the work runs on one thread and its result is read only after the semaphore.
+final class PendingPage: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<KubeClient.ListOutcome, Error> = .failure(CancellationError())
+    private var work: (() throws -> KubeClient.ListOutcome)?
+
+    init(_ work: @escaping () throws -> KubeClient.ListOutcome) {
+        self.work = work
+        Thread.detachNewThread { [self] in
+            result = Result { try self.work?() ?? .notFound }
+            self.work = nil
+            done.signal()
+        }
+    }
+
+    /// Waits for the request; call once.
+    func wait() throws -> KubeClient.ListOutcome {
+        done.wait()
+        return try result.get()
     }
 }
 
