@@ -180,7 +180,8 @@ encrypted() {
 # setup_workdir: one private temp dir (job log, statuses, one MLflow snapshot at a time),
 # removed by the EXIT trap; TERM and INT stop the running pipeline and exit without a manifest.
 setup_workdir() {
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/kdl-backup.XXXXXX")
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/kdl-backup.XXXXXX" 2>/dev/null) ||
+    die 74 "cannot create a temporary folder under ${TMPDIR:-/tmp} (set TMPDIR to a writable folder, e.g. an emptyDir)"
   mkdir -p "$WORK/checks" "$WORK/components" "$WORK/snapshot"
   KDL_LOG_FILE="$WORK/job.log"
   : >"$KDL_LOG_FILE"
