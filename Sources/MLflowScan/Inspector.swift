@@ -10,6 +10,7 @@ import Foundation
 struct Inspector {
     var busyTimeoutMilliseconds: Int32
     var quickCheck: Bool
+    var snapshotCheck: SnapshotCheck = .integrity
     var clock: @Sendable () -> Double = { Date().timeIntervalSinceReferenceDate }
 
     static let mlflowTables: Set<String> = ["experiments", "runs"]
@@ -117,7 +118,7 @@ struct Inspector {
         let started = clock()
         let final = folder.appending(Discovery.databaseName)
         let partial = folder.appending(".mlflow.db.partial")
-        var snapshot = SnapshotReport(path: final.text, pathBase64: final.base64IfNeeded)
+        var snapshot = SnapshotReport(path: final.text, pathBase64: final.base64IfNeeded, check: snapshotCheck.rawValue)
         defer { outcome.report.snapshot = snapshot }
         func destinationFailed(_ message: String) {
             snapshot.error = message
@@ -149,13 +150,13 @@ struct Inspector {
             try destination.execute("PRAGMA journal_mode = DELETE")
             let checkStarted = clock()
             defer { snapshot.checkSeconds = Self.seconds(since: checkStarted, clock()) }
-            let integrity = try destination.rows("PRAGMA integrity_check(20)").compactMap { $0.first ?? nil }
+            let integrity = try destination.rows(snapshotCheck.pragma).compactMap { $0.first ?? nil }
             snapshot.integrity = integrity.joined(separator: "; ")
             if integrity != ["ok"] {
                 FileSystem.remove(partial)
-                snapshot.error = "integrity_check failed on the copy"
+                snapshot.error = "\(snapshotCheck.rawValue) check failed on the copy"
                 outcome.report.status = .corrupt
-                outcome.report.error = "integrity_check: " + integrity.joined(separator: "; ")
+                outcome.report.error = "\(snapshotCheck.rawValue)_check: " + integrity.joined(separator: "; ")
                 return
             }
         } catch {

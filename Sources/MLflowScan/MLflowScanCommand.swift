@@ -2,6 +2,8 @@ import ArgumentParser
 import BackupKit
 import Foundation
 
+extension SnapshotCheck: ExpressibleByArgument {}
+
 /// `mlflow-scan`: find every project's MLflow store under ROOT and take consistent snapshots of the live databases.
 public struct MLflowScanCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
@@ -30,6 +32,9 @@ public struct MLflowScanCommand: ParsableCommand {
     @Flag(name: .customLong("quick-check"), help: "Also run PRAGMA quick_check on every store (reads every page).")
     var quickCheck = false
 
+    @Option(help: "How each snapshot is checked: integrity (PRAGMA integrity_check) or quick (PRAGMA quick_check, faster).")
+    var check: SnapshotCheck = .integrity
+
     @Flag(help: "Indent the JSON output.")
     var pretty = false
 
@@ -47,7 +52,8 @@ public struct MLflowScanCommand: ParsableCommand {
     public func run() throws {
         try runReportingErrors(tool: "mlflow-scan") {
             let options = ScanOptions(
-                root: root, maxDepth: maxDepth, snapshotDir: snapshot, busyTimeoutSeconds: busyTimeout, quickCheck: quickCheck)
+                root: root, maxDepth: maxDepth, snapshotDir: snapshot, busyTimeoutSeconds: busyTimeout, quickCheck: quickCheck,
+                snapshotCheck: check)
             let (report, failures) = try Scanner(options: options, log: Log.standardError).run()
             var data = try JSONOutput.encoder(pretty: pretty).encode(report)
             data.append(0x0a)

@@ -59,7 +59,8 @@ public struct SnapshotReport: Encodable, Sendable {
     public var pathBase64: String?
     public var bytes: Int64?
     public var sha256: String?
-    /// The result of `PRAGMA integrity_check` on the copy (`ok`).
+    /// Which check ran on the copy (`integrity` or `quick`, see `--check`) and its result (`ok`).
+    public var check: String?
     public var integrity: String?
     /// Wall-clock seconds in all, then of the backup API copy, the integrity check and the SHA-256.
     public var seconds: Double?

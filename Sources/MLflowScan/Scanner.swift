@@ -8,14 +8,28 @@ public struct ScanOptions: Sendable {
     public var snapshotDir: String?
     public var busyTimeoutSeconds: Double
     public var quickCheck: Bool
+    public var snapshotCheck: SnapshotCheck
 
-    public init(root: String, maxDepth: Int = 3, snapshotDir: String? = nil, busyTimeoutSeconds: Double = 10, quickCheck: Bool = false) {
+    public init(
+        root: String, maxDepth: Int = 3, snapshotDir: String? = nil, busyTimeoutSeconds: Double = 10, quickCheck: Bool = false,
+        snapshotCheck: SnapshotCheck = .integrity
+    ) {
         self.root = root
         self.maxDepth = maxDepth
         self.snapshotDir = snapshotDir
         self.busyTimeoutSeconds = busyTimeoutSeconds
         self.quickCheck = quickCheck
+        self.snapshotCheck = snapshotCheck
     }
+}
+
+/// How a snapshot is checked: `PRAGMA integrity_check` (everything, indexes against tables) or `quick_check`
+/// (page and record structure only; much faster on large, index-heavy stores).
+public enum SnapshotCheck: String, Sendable, CaseIterable {
+    case integrity
+    case quick
+
+    var pragma: String { self == .integrity ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)" }
 }
 
 /// Discovers the stores under ROOT, inspects each, snapshots the ok ones, and builds the report.
@@ -63,7 +77,8 @@ public struct Scanner {
         let groups = Dictionary(grouping: candidates.indices, by: { candidates[$0].project })
 
         let inspector = Inspector(
-            busyTimeoutMilliseconds: Int32(min(options.busyTimeoutSeconds * 1000, Double(Int32.max))), quickCheck: options.quickCheck)
+            busyTimeoutMilliseconds: Int32(min(options.busyTimeoutSeconds * 1000, Double(Int32.max))), quickCheck: options.quickCheck,
+            snapshotCheck: options.snapshotCheck)
         var report = ScanReport(
             root: options.root, maxDepth: options.maxDepth, sqliteVersion: SQLiteConnection.libraryVersion,
             snapshotDir: options.snapshotDir, stores: [], duplicates: [], skipped: discovery.skipped, summary: Summary())

@@ -31,6 +31,7 @@ import Testing
         let snapshot = try #require(store.snapshot)
         #expect(snapshot.path == tree.snapshotDir + "/demo/mlflow.db")
         #expect(snapshot.integrity == "ok")
+        #expect(snapshot.check == "integrity")
         #expect(snapshot.error == nil)
         let data = try Data(contentsOf: URL(fileURLWithPath: tree.snapshotDir + "/demo/mlflow.db"))
         #expect(snapshot.bytes == Int64(data.count))
@@ -89,24 +90,36 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: tree.snapshotDir + "/garbage"))
     }
 
-    @Test func damagedPagesBehindAGoodHeaderFailTheCopysIntegrityCheck() throws {
+    @Test(arguments: SnapshotCheck.allCases)
+    func damagedMetricPagesFailTheCopysCheck(check: SnapshotCheck) throws {
         let tree = try StoreTree()
         let folder = try tree.folder("damaged")
-        let writer = try tree.mlflowStore(in: folder, runs: 300)
-        try writer.execute("PRAGMA wal_checkpoint")
+        let writer = try tree.mlflowStore(in: folder, runs: 5)
+        // Many metrics after the runs: the file's last pages belong only to the metrics table and its index,
+        // which counting experiments and runs never reads, so only the check of the copy can find the damage.
+        try writer.execute(
+            """
+            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+            INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
+            SELECT 'loss', i / 7.0, 1700000000000 + i, printf('%032x', i % 5), i, 0 FROM n
+            """)
         let path = folder.appending("mlflow.db").text
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        // Keep page 1 (header and schema); overwrite the b-tree pages after it.
         let pageSize = 4096
-        for index in (pageSize * 2)..<min(bytes.count, pageSize * 40) { bytes[index] = UInt8(truncatingIfNeeded: index &* 131) }
+        for index in (bytes.count - pageSize * 20)..<(bytes.count - pageSize * 2) { bytes[index] = UInt8(truncatingIfNeeded: index &* 131) }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
 
-        let report = try tree.scan(snapshot: true)
-        let store = try #require(report.store("damaged"))
+        let options = ScanOptions(root: tree.root.path, snapshotDir: tree.snapshotDir, snapshotCheck: check)
+        let store = try #require(try Scanner(options: options).run().report.store("damaged"))
+        #expect(store.runs == 5)
         #expect(store.status == .corrupt)
-        #expect(store.error != nil)
-        #expect(store.snapshot?.sha256 == nil)
+        #expect(store.error?.hasPrefix("\(check.rawValue)_check: ") == true)
+        let snapshot = try #require(store.snapshot)
+        #expect(snapshot.check == check.rawValue)
+        #expect(snapshot.integrity != nil && snapshot.integrity != "ok")
+        #expect(snapshot.sha256 == nil)
         #expect(!FileManager.default.fileExists(atPath: tree.snapshotDir + "/damaged/mlflow.db"))
+        #expect(!FileManager.default.fileExists(atPath: tree.snapshotDir + "/damaged/.mlflow.db.partial"))
     }
 
     @Test func symlinksStayInsideRootAndLoopsEnd() throws {
