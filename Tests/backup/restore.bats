@@ -103,6 +103,55 @@ setup() {
   run -0 "$RESTORE_SH" verify 20240101T000000Z
 }
 
+@test "verify latest reports through notify: success with the set's age and what was checked" {
+  fake_set 20240101T000000Z success true
+  run -0 --separate-stderr "$RESTORE_SH" verify latest --identity "$T/key.txt"
+  run grep -c '^notify ' "$STUB_LOG"
+  assert_output 1
+  run grep '^notify ' "$STUB_LOG"
+  assert_output --regexp '^notify --event verify --status success --manifest [^ ]+/manifests/20240101T000000Z.json --set-age-seconds [0-9]+ '
+  assert_output --partial ' --checked manifest of set 20240101T000000Z: kdl-backup/v1, status success --checked set age: '
+  assert_output --partial ' --checked 6 objects present with the manifest'"'"'s sizes --checked sha256 of 6 objects ('
+  assert_output --partial ' --checked decrypted and format-checked: 6 objects (PRAGMA integrity_check, YAML documents, archive framing, pg_restore --list, tar -t)'
+  refute_output --partial -- '--log-tail'
+  assert_equal "$(jq -r .id "$BATS_TEST_TMPDIR/notified-manifest.json")" 20240101T000000Z
+}
+
+@test "verify latest reports failures (stale, missing object, no set) with the error last; verify ID reports nothing" {
+  fake_set 20240101T000000Z success
+  unset BACKUP_VERIFY_MAX_AGE_HOURS
+  run -1 --separate-stderr "$RESTORE_SH" verify latest
+  assert_regex "${stderr_lines[-1]}" '^restore.sh: no successful backup in the last 192 hours'
+  run grep '^notify ' "$STUB_LOG"
+  assert_output --regexp '^notify --event verify --status failure --manifest [^ ]+ --set-age-seconds [0-9]+ --checked manifest of set 20240101T000000Z: kdl-backup/v1, status success --checked failed: no successful backup in the last 192 hours: the newest, 20240101T000000Z, is [0-9]+ hours old --log-tail '
+  export BACKUP_VERIFY_MAX_AGE_HOURS=0
+  : >"$STUB_LOG"
+  rm "$FAKE_S3/kdl-backups/kdl-backup/20240101T000000Z/mlflow/proj1/mlflow.db.zst"
+  STUB_NOTIFY_EXIT=1 run -66 --separate-stderr "$RESTORE_SH" verify latest
+  assert_equal "${stderr_lines[-2]}" 'restore.sh: missing object: s3://kdl-backups/kdl-backup/20240101T000000Z/mlflow/proj1/mlflow.db.zst (component mlflow)'
+  assert_regex "${stderr_lines[-1]}" 'level=warn tool=restore.sh msg="verification not reported" event=verify exit=1'
+  run grep '^notify ' "$STUB_LOG"
+  assert_output --partial ' --checked failed: missing object: s3://kdl-backups/kdl-backup/20240101T000000Z/mlflow/proj1/mlflow.db.zst (component mlflow) --log-tail '
+  : >"$STUB_LOG"
+  run -66 "$RESTORE_SH" verify 20240101T000000Z
+  refute grep -q '^notify ' "$STUB_LOG"
+  rm -r "$FAKE_S3/kdl-backups/kdl-backup/20240101T000000Z"
+  BACKUP_ID=20991231T000000Z run -66 "$RESTORE_SH" verify latest
+  run grep '^notify ' "$STUB_LOG"
+  assert_output 'notify --event verify --status failure --checked failed: no complete backup set with status success under s3://kdl-backups/kdl-backup/ --log-tail '"$(grep -o "$TMPDIR/kdl-restore[^ ]*/restore.log" "$STUB_LOG")"
+}
+
+@test "verify latest: no notify on PATH is a warning, not a failure" {
+  fake_set 20240101T000000Z success
+  mkdir -p "$T/stubs"
+  local stub
+  for stub in "$BATS_TEST_DIRNAME"/test_helper/stubs/*; do
+    [[ "${stub##*/}" == notify ]] || ln -s "$stub" "$T/stubs/"
+  done
+  PATH="$BATS_TEST_DIRNAME/restore-stubs/bin:$T/stubs:/usr/local/bin:/usr/bin:/bin" run -0 --separate-stderr "$RESTORE_SH" verify latest
+  assert_regex "${stderr_lines[-1]}" 'level=warn tool=restore.sh msg="notify not found on PATH: the verification is not reported"'
+}
+
 @test "verify of an encrypted set: without identity checksums only; with it, decrypts and checks formats" {
   fake_set 20240101T000000Z success true
   run -0 --separate-stderr "$RESTORE_SH" verify latest

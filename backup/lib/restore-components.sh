@@ -98,13 +98,29 @@ object_mode() {
   if [[ "$1" != true ]]; then echo plain; elif [[ -n "$IDENTITY" ]]; then echo age; else echo raw; fi
 }
 
+# check_label CHECK: what a format check runs, in words (for verify's report).
+check_label() {
+  case "$1" in
+    check_pg_dump) echo "pg_restore --list" ;;
+    check_tar) echo "tar -t" ;;
+    check_sqlite) echo "PRAGMA integrity_check" ;;
+    check_mongo_archive)
+      if [[ -n "${MONGO_URI:-}" ]] && command -v mongorestore >/dev/null; then echo "mongorestore --dryRun"; else echo "archive framing"; fi
+      ;;
+    check_yaml) echo "YAML documents" ;;
+  esac
+}
+
 # verify_objects TSV_FILE: every object in TSV_FILE downloaded, checked and (if readable) format-checked.
+# Sets VERIFIED_COUNT, VERIFIED_BYTES, VERIFIED_UNREAD and VERIFIED_CHECKS (the format checks run, in words).
 verify_objects() {
   local comp key bytes sha enc mode check count=0 total=0 unread=0
+  local -A used=()
   while IFS=$'\t' read -r comp key bytes sha enc; do
     mode=$(object_mode "$enc")
     check=$(check_for "$key")
     [[ "$mode" == raw ]] && check=discard && unread=$((unread + 1))
+    [[ "$check" == discard ]] || used[$(check_label "$check")]=1
     log info "verify object" component="$comp" key="$key" bytes="$bytes" check="$check"
     object_pipeline "$key" "$sha" "$mode" "$check" </dev/null
     count=$((count + 1))
@@ -112,6 +128,9 @@ verify_objects() {
   done <"$1"
   # shellcheck disable=SC2034  # read by restore.sh
   VERIFIED_COUNT=$count VERIFIED_BYTES=$total VERIFIED_UNREAD=$unread
+  # shellcheck disable=SC2034  # read by restore.sh
+  VERIFIED_CHECKS=""
+  if ((${#used[@]})); then VERIFIED_CHECKS=$(printf '%s\n' "${!used[@]}" | sort | paste -sd ';' - | sed 's/;/, /g'); fi
 }
 
 # ---------------------------------------------------------------- step objects
