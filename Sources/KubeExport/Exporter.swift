@@ -73,12 +73,6 @@ public final class Exporter {
 
         """
 
-    /// Splits a list page: apiVersion, kind, continue token, then namespace, name and the object for each item.
-    static let splitProgram = """
-        (.apiVersion // "" | tostring), (.kind // "" | tostring), (.metadata.continue // "" | tostring),
-        ((.items // [])[] | (.metadata.namespace // "" | tostring), (.metadata.name // "" | tostring), .)
-        """
-
     let client: KubeClient
     let options: ExportOptions
     let log: Log
@@ -121,7 +115,6 @@ public final class Exporter {
 
     /// One resource; nil when the API server does not serve it (404).
     private func export(_ resource: ResourceRef, writer: inout DocumentWriter) throws -> Int? {
-        let splitter = try JQProgram(Self.splitProgram)
         var filter: JQProgram?
         var filterKind: (String, String)?
         var lastKey: [UInt8]?
@@ -169,17 +162,15 @@ public final class Exporter {
             }
             pages += 1
 
-            var fields: [String] = []
+            let bytes = [UInt8](body)
+            let scan: ListPageScan
             do {
-                try splitter.run(json: String(decoding: body, as: UTF8.self)) { fields.append($0) }
+                scan = try ListPageScan.scan(bytes)
             } catch {
                 throw KubeExportError.unexpected(resource: resource.description, reason: "the API server's answer is not a list (\(error))")
             }
-            guard fields.count >= 3, (fields.count - 3) % 3 == 0 else {
-                throw KubeExportError.unexpected(resource: resource.description, reason: "the API server's answer is not a list")
-            }
-            let apiVersion = Self.unquote(fields[0])
-            var kind = Self.unquote(fields[1])
+            let apiVersion = scan.apiVersion
+            var kind = scan.kind
             guard kind.hasSuffix("List"), !apiVersion.isEmpty else {
                 throw KubeExportError.unexpected(resource: resource.description, reason: "the API server's answer is not a list (kind \"\(kind)\")")
             }
@@ -188,8 +179,7 @@ public final class Exporter {
                 filter = try JQProgram(options.filter, arguments: ["apiVersion": apiVersion, "kind": kind])
                 filterKind = (apiVersion, kind)
             }
-            let token = Self.unquote(fields[2])
-            continueToken = token.isEmpty ? nil : token
+            continueToken = scan.continueToken.isEmpty ? nil : scan.continueToken
             if let continueToken {
                 let (client, options) = (client, options)
                 prefetched = PendingPage {
@@ -199,16 +189,7 @@ public final class Exporter {
                 }
             }
 
-            var items: [(key: [UInt8], namespace: String, name: String, json: String)] = []
-            items.reserveCapacity((fields.count - 3) / 3)
-            var index = 3
-            while index + 2 < fields.count {
-                let namespace = Self.unquote(fields[index])
-                let name = Self.unquote(fields[index + 1])
-                items.append((Array(namespace.utf8) + [0] + Array(name.utf8), namespace, name, fields[index + 2]))
-                index += 3
-            }
-            fields.removeAll()
+            var items = scan.items.map { (key: Array($0.namespace.utf8) + [0] + Array($0.name.utf8), namespace: $0.namespace, name: $0.name, range: $0.range) }
             items.sort { $0.key.lexicographicallyPrecedes($1.key) }
 
             for item in items {
@@ -226,7 +207,7 @@ public final class Exporter {
                     if regex.firstMatch(in: item.name, range: range) == nil { continue }
                 }
                 do {
-                    try filter?.run(json: item.json) { try writer.document($0) }
+                    try filter?.run(json: String(decoding: bytes[item.range], as: UTF8.self)) { try writer.document($0) }
                 } catch let error as JQError {
                     let object = item.namespace.isEmpty ? item.name : "\(item.namespace)/\(item.name)"
                     throw KubeExportError.filterFailed(resource: resource.description, object: object, message: Self.withoutValues(error))
@@ -238,14 +219,6 @@ public final class Exporter {
 
         log.log(.info, tool: tool, "exported", [("resource", resource.description), ("namespace", options.namespace), ("objects", String(exported)), ("pages", String(pages))])
         return exported
-    }
-
-    /// The text of a JSON string as jq printed it (a plain `"..."` without escapes is the common case).
-    static func unquote(_ json: String) -> String {
-        guard json.hasPrefix("\""), json.hasSuffix("\""), json.count >= 2 else { return json }
-        if !json.contains("\\") { return String(json.dropFirst().dropLast()) }
-        if case .string(let text)? = try? JSONNode.parse(json) { return text }
-        return json
     }
 
     /// jq's message without the excerpts of values it quotes in parentheses, which could be Secret data:

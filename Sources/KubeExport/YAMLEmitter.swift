@@ -31,7 +31,67 @@ indirect enum JSONNode: Equatable {
     }
 }
 
-private struct JSONParser {
+/// What the exporter needs from one list page, found in one pass over its bytes: the list's apiVersion,
+/// kind and continue token, and for each item its namespace, name and exact bytes (handed to jq as they are).
+struct ListPageScan {
+    struct Item {
+        var namespace: String
+        var name: String
+        var range: Range<Int>
+    }
+
+    var apiVersion = ""
+    var kind = ""
+    var continueToken = ""
+    var items: [Item] = []
+
+    static func scan(_ bytes: [UInt8]) throws -> ListPageScan {
+        var parser = JSONParser(bytes: bytes)
+        var page = ListPageScan()
+        parser.skipSpace()
+        guard parser.index < bytes.count, bytes[parser.index] == UInt8(ascii: "{") else { throw JSONParser.Failure(offset: parser.index) }
+        try parser.members { key, parser in
+            switch key {
+            case "items":
+                parser.skipSpace()
+                if parser.index < bytes.count, bytes[parser.index] == UInt8(ascii: "n") {
+                    _ = try parser.value()  // null: no items
+                    return
+                }
+                guard parser.index < bytes.count, bytes[parser.index] == UInt8(ascii: "[") else { throw JSONParser.Failure(offset: parser.index) }
+                try parser.elements { parser in
+                    let start = parser.index
+                    let item = try parser.value()
+                    let metadata = item["metadata"]
+                    page.items.append(Item(namespace: metadata?["namespace"]?.text ?? "", name: metadata?["name"]?.text ?? "", range: start..<parser.index))
+                }
+            case "apiVersion": page.apiVersion = try parser.value().text ?? ""
+            case "kind": page.kind = try parser.value().text ?? ""
+            case "metadata": page.continueToken = try parser.value()["continue"]?.text ?? ""
+            default: _ = try parser.value()
+            }
+        }
+        parser.skipSpace()
+        guard parser.index == bytes.count else { throw JSONParser.Failure(offset: parser.index) }
+        return page
+    }
+}
+
+extension JSONNode {
+    /// The member `key` of an object.
+    subscript(key: String) -> JSONNode? {
+        guard case .object(let members) = self else { return nil }
+        return members.first { $0.0 == key }?.1
+    }
+
+    /// A string's text.
+    var text: String? {
+        guard case .string(let text) = self else { return nil }
+        return text
+    }
+}
+
+struct JSONParser {
     struct Failure: Error, CustomStringConvertible {
         var offset: Int
         var description: String { "invalid JSON at byte \(offset)" }
@@ -78,12 +138,24 @@ private struct JSONParser {
     static let numberBytes = Set("0123456789+-.eE".utf8)
 
     mutating func object() throws -> JSONNode {
-        index += 1
         var members: [(String, JSONNode)] = []
+        try self.members { key, parser in members.append((key, try parser.value())) }
+        return .object(members)
+    }
+
+    mutating func array() throws -> JSONNode {
+        var items: [JSONNode] = []
+        try elements { parser in items.append(try parser.value()) }
+        return .array(items)
+    }
+
+    /// Walks an object (the parser is at its `{`): `body` reads each member's value after its key.
+    mutating func members(_ body: (String, inout JSONParser) throws -> Void) throws {
+        index += 1
         skipSpace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return .object(members)
+            return
         }
         while true {
             skipSpace()
@@ -92,32 +164,33 @@ private struct JSONParser {
             skipSpace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw Failure(offset: index) }
             index += 1
-            members.append((key, try value()))
+            try body(key, &self)
             skipSpace()
             guard index < bytes.count else { throw Failure(offset: index) }
             if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
             guard bytes[index] == UInt8(ascii: "}") else { throw Failure(offset: index) }
             index += 1
-            return .object(members)
+            return
         }
     }
 
-    mutating func array() throws -> JSONNode {
+    /// Walks an array (the parser is at its `[`): `body` reads each element.
+    mutating func elements(_ body: (inout JSONParser) throws -> Void) throws {
         index += 1
-        var items: [JSONNode] = []
         skipSpace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
             index += 1
-            return .array(items)
+            return
         }
         while true {
-            items.append(try value())
+            skipSpace()
+            try body(&self)
             skipSpace()
             guard index < bytes.count else { throw Failure(offset: index) }
             if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
             guard bytes[index] == UInt8(ascii: "]") else { throw Failure(offset: index) }
             index += 1
-            return .array(items)
+            return
         }
     }
 

@@ -92,3 +92,26 @@ import Yams
         #expect(throws: (any Error).self) { _ = try JSONNode.parse(#"[1] x"#) }
     }
 }
+
+@Suite struct ListPageScanTests {
+    @Test func findsTheListFieldsAndEachItemsExactBytes() throws {
+        let page = #"{ "kind" : "SecretList", "apiVersion":"v1", "metadata":{"continue":"abc\u003d","resourceVersion":"9"}, "items" : [ {"metadata":{"name":"b\"q","namespace":"kdl"},"data":{"k":"dg=="}} , {"metadata":{"name":"a"}} ] }"#
+        let bytes = Array(page.utf8)
+        let scan = try ListPageScan.scan(bytes)
+        #expect(scan.kind == "SecretList" && scan.apiVersion == "v1" && scan.continueToken == "abc=")
+        #expect(scan.items.map(\.name) == ["b\"q", "a"])
+        #expect(scan.items.map(\.namespace) == ["kdl", ""])
+        #expect(String(decoding: bytes[scan.items[1].range], as: UTF8.self) == #"{"metadata":{"name":"a"}}"#)
+        #expect(String(decoding: bytes[scan.items[0].range], as: UTF8.self) == #"{"metadata":{"name":"b\"q","namespace":"kdl"},"data":{"k":"dg=="}}"#)
+    }
+
+    @Test func nullOrMissingItemsAreAnEmptyPage() throws {
+        #expect(try ListPageScan.scan(Array(#"{"kind":"SecretList","apiVersion":"v1","items":null}"#.utf8)).items.isEmpty)
+        #expect(try ListPageScan.scan(Array(#"{"kind":"SecretList","apiVersion":"v1","metadata":{}}"#.utf8)).continueToken.isEmpty)
+    }
+
+    @Test(arguments: [#"{"items":[{"metadata":{"name":"#, "[]", #"{"items":{}}"#, "", #"{"a":1} trailing"#])
+    func brokenPagesThrow(text: String) {
+        #expect(throws: (any Error).self) { _ = try ListPageScan.scan(Array(text.utf8)) }
+    }
+}
