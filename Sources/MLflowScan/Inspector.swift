@@ -128,8 +128,8 @@ struct Inspector {
         if case .failure(let error) = FileSystem.makeDirectory(folder) {
             return destinationFailed("cannot create \(folder.text): \(error)")
         }
-        FileSystem.remove(partial)
-        FileSystem.remove(partial.withSuffix("-journal"))
+        // Whatever an earlier run left here goes first, so a failed copy never leaves an old one in its place.
+        for path in [final, partial, partial.withSuffix("-journal")] { FileSystem.remove(path) }
         do throws(SQLiteFailure) {
             let destination = try SQLiteConnection.openReadWrite(partial)
             // The copy is private until renamed: no journal, no fsync while it is written.

@@ -109,6 +109,9 @@ import Testing
         for index in (bytes.count - pageSize * 20)..<(bytes.count - pageSize * 2) { bytes[index] = UInt8(truncatingIfNeeded: index &* 131) }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
 
+        // A copy from an earlier, healthy run must not survive the failed one.
+        try FileManager.default.createDirectory(atPath: tree.snapshotDir + "/damaged", withIntermediateDirectories: true)
+        try tree.write([1, 2, 3], to: RawPath(tree.snapshotDir + "/damaged/mlflow.db"))
         let options = ScanOptions(root: tree.root.path, snapshotDir: tree.snapshotDir, snapshotCheck: check)
         let store = try #require(try Scanner(options: options).run().report.store("damaged"))
         #expect(store.runs == 5)
