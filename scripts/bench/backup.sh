@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Summary: issue 7's performance: backup.sh vs the original's method (staging copy, tar czf,
+#          aws s3 cp) vs the floor (the same S3 server ingesting our stored bytes as one upload),
+#          on a generated dataset of at least 2 GiB; prints a markdown table against the targets.
+# Usage: scripts/bench/backup.sh            (run by scripts/bench.sh; takes about 10 minutes)
+#
+# KDL_BIN_DIR: the release helpers (scripts/bench.sh sets it). KDL_BENCH_STACK_ENV: a stack
+# already seeded large (scripts/stack/up.sh --seed 2GiB); otherwise one is started here with
+# --seed ${KDL_BENCH_SIZE:-2GiB} and stopped at the end. Peak RSS is the kernel's high-water
+# mark (VmHWM) of every process in the run's tree, sampled every 0.1 s; peak temporary disk is
+# sampled the same way over the run's TMPDIR (ours) or staging folder (the baseline).
+set -Eeuo pipefail
+umask 077
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PY="$ROOT/.venv/bin/python"
+STACK_DIR=""
+WORK=""
+
+# cleanup: stops a stack started here, removes the work folder.
+cleanup() {
+  if [[ -n "$STACK_DIR" ]]; then
+    "$ROOT/scripts/stack/down.sh" --dir "$STACK_DIR" >/dev/null 2>&1 || true
+    rm -rf "$STACK_DIR"
+  fi
+  if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi
+}
+
+# measure NAME DISK_DIR CMD...: runs CMD, sampling its process tree and DISK_DIR; writes
+# $WORK/NAME.json {seconds, status, peak_rss_kib, peak_rss_process, rss_by_process, peak_disk_bytes}.
+measure() {
+  local name=$1 disk=$2
+  shift 2
+  "$PY" - "$WORK/$name.json" "$disk" "$@" <<'PYEOF'
+import json, os, subprocess, sys, time
+
+out, disk, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+def children():
+    table = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                table.setdefault(int(fields[1]), []).append(int(pid))
+            except OSError:
+                pass
+    return table
+def tree(root):
+    table, found, todo = children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(table.get(pid, []))
+    return found
+def hwm(pid):
+    try:
+        name, kib = "?", 0
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("Name:"):
+                    name = line.split(None, 1)[1].strip()
+                elif line.startswith("VmHWM:"):
+                    kib = int(line.split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = handle.read().split(b"\0")
+        if name in ("python3", "python", "bash") and len(args) > 1:
+            name = f"{name} {os.path.basename(args[1].decode(errors='replace'))}"
+        return name, kib
+    except OSError:
+        return None, 0
+def disk_bytes(path):
+    total = 0
+    for base, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+start = time.monotonic()
+process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(out + ".log", "w"))
+peak, by_name, peak_disk = 0, {}, 0
+while process.poll() is None:
+    for pid in tree(process.pid):
+        name, kib = hwm(pid)
+        if name:
+            by_name[name] = max(by_name.get(name, 0), kib)
+    peak_disk = max(peak_disk, disk_bytes(disk))
+    time.sleep(0.1)
+seconds = time.monotonic() - start
+top = max(by_name.items(), key=lambda item: item[1]) if by_name else ("?", 0)
+json.dump({"seconds": seconds, "status": process.returncode, "peak_rss_kib": top[1], "peak_rss_process": top[0],
+           "rss_by_process": dict(sorted(by_name.items(), key=lambda item: -item[1])), "peak_disk_bytes": peak_disk},
+          open(out, "w"), indent=1)
+PYEOF
+}
+
+# baseline STAGING: what the original job did: copy everything to a staging folder, one tar czf,
+# one aws s3 cp (k8s-export stands in for kubectl get; same objects).
+baseline() {
+  local staging=$1 stamp db store
+  stamp=$(date -u +%Y%m%d)
+  mkdir -p "$staging/backup/gitea" "$staging/backup/mongo" "$staging/backup/mlflow" "$staging/backup/k8s"
+  pg_dump -F c -f "$staging/backup/gitea/gitea.dump"
+  tar -C "$GITEA_DATA_DIR" --exclude=./gitea/indexers --exclude=./ssh --exclude=./lost+found -cf - . |
+    tar -C "$staging/backup/gitea" -xf -
+  for db in kdl admin; do mongodump --uri "$MONGO_URI" --db "$db" --archive="$staging/backup/mongo/$db.archive" --quiet; done
+  while IFS= read -r store; do
+    cp -r "$(dirname "$store")" "$staging/backup/mlflow/"
+  done < <(find "$MLFLOW_ROOT" -maxdepth 3 -name mlflow.db)
+  for resource in secrets kdlprojects.v1.project.konstellation.io usertools.v1alpha1.kdl.konstellation.io; do
+    k8s-export --server "$K8S_SERVER" --token-file "$K8S_TOKEN_FILE" --ca-file "$K8S_CA_FILE" --namespace "$K8S_NAMESPACE" \
+      --output "$staging/backup/k8s/${resource%%.*}.yaml" "$resource"
+  done
+  tar -C "$staging" -czf "$staging/backup_$stamp.tar.gz" backup
+  "$ROOT/.venv/bin/aws" s3 cp --only-show-errors "$staging/backup_$stamp.tar.gz" "s3://$BACKUP_S3_BUCKET/bench-baseline/backup_$stamp.tar.gz"
+}
+
+# stored_bytes PREFIX ID: total bytes of our set (from its manifest).
+stored_bytes() {
+  s3-get "s3://$BACKUP_S3_BUCKET/$1/$2/manifest.json" - | jq '[.components[].objects[].bytes] | add'
+}
+
+# ratio A B: A/B with two decimals.
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
+}
+
+# mib KIB_OR_BYTES DIVISOR: a size in MiB with one decimal.
+mib() {
+  awk -v v="$1" -v d="$2" 'BEGIN { printf "%.1f", v / d }'
+}
+
+main() {
+  trap cleanup EXIT
+  WORK=$(mktemp -d /tmp/kdl-bench-backup.XXXXXX)
+  export PATH="${KDL_BIN_DIR:?set KDL_BIN_DIR (scripts/bench.sh does)}:$PATH"
+  local env_file=${KDL_BENCH_STACK_ENV:-}
+  if [[ -z "$env_file" ]]; then
+    STACK_DIR=$(mktemp -d /tmp/kdl-bench-stack.XXXXXX)
+    "$ROOT/scripts/stack/up.sh" --dir "$STACK_DIR" --seed "${KDL_BENCH_SIZE:-2GiB}" >&2
+    env_file="$STACK_DIR/stack.env"
+  fi
+  # shellcheck source=/dev/null
+  source "$env_file"
+  export PATH="$STACK_BIN_DIR:$PATH"
+  local summary=${STACK_SEED_SUMMARY:-}
+  local source_bytes largest_db
+  source_bytes=$(du -sb "$GITEA_DATA_DIR" "$MLFLOW_ROOT" | awk '{s += $1} END {print s}')
+  largest_db=$(find "$MLFLOW_ROOT" -name mlflow.db -printf '%s\n' | sort -n | tail -n1)
+  local pg_bytes
+  pg_bytes=$(psql -X -A -t -q -c "SELECT pg_database_size(current_database())")
+  source_bytes=$((source_bytes + pg_bytes))
+
+  mkdir -p "$WORK/ours-tmp" "$WORK/baseline"
+  local id
+  id=$(date -u +%Y%m%dT%H%M%SZ)
+  echo "bench: backup.sh on $(mib "$source_bytes" 1073741824) GiB of sources (Gitea files + database, MLflow stores; MongoDB and Kubernetes on top)" >&2
+  measure ours "$WORK/ours-tmp" env TMPDIR="$WORK/ours-tmp" BACKUP_ID="$id" BACKUP_S3_PREFIX=bench-ours BACKUP_KEEP_LAST=0 \
+    bash "$ROOT/backup/backup.sh"
+  [[ "$(jq .status "$WORK/ours.json")" == 0 ]] || { cat "$WORK/ours.json.log" >&2; echo "bench: backup.sh failed" >&2; return 1; }
+  local stored
+  stored=$(stored_bytes bench-ours "$id")
+
+  echo "bench: baseline (staging copy, tar czf, aws s3 cp)" >&2
+  measure baseline "$WORK/baseline" bash -c "$(declare -f baseline); ROOT='$ROOT'; baseline '$WORK/baseline'"
+  [[ "$(jq .status "$WORK/baseline.json")" == 0 ]] || { cat "$WORK/baseline.json.log" >&2; echo "bench: baseline failed" >&2; return 1; }
+  local baseline_stored
+  baseline_stored=$(du -b "$WORK"/baseline/backup_*.tar.gz 2>/dev/null | awk '{print $1}')
+  rm -rf "$WORK/baseline"
+
+  echo "bench: floor (the server ingesting $stored bytes as one upload)" >&2
+  head -c "$stored" /dev/urandom >"$WORK/floor.bin"
+  measure floor "$WORK/none" s3-put "$WORK/floor.bin" "s3://$BACKUP_S3_BUCKET/bench-floor/floor.bin"
+  rm -f "$WORK/floor.bin"
+
+  local ours_s base_s floor_s ours_rss ours_proc base_rss base_proc ours_disk base_disk our_max our_max_proc
+  ours_s=$(jq .seconds "$WORK/ours.json")
+  base_s=$(jq .seconds "$WORK/baseline.json")
+  floor_s=$(jq .seconds "$WORK/floor.json")
+  ours_rss=$(jq .peak_rss_kib "$WORK/ours.json")
+  ours_proc=$(jq -r .peak_rss_process "$WORK/ours.json")
+  base_rss=$(jq .peak_rss_kib "$WORK/baseline.json")
+  base_proc=$(jq -r .peak_rss_process "$WORK/baseline.json")
+  ours_disk=$(jq .peak_disk_bytes "$WORK/ours.json")
+  base_disk=$(jq .peak_disk_bytes "$WORK/baseline.json")
+  # "ours": the helpers, backup.sh and the tools it pipes through; not the MongoDB tools' test double
+  read -r our_max our_max_proc < <(jq -r '.rss_by_process | to_entries | map(select(.key | test("mongodump|mongorestore|python") | not))
+    | max_by(.value) | "\(.value) \(.key)"' "$WORK/ours.json")
+
+  printf '| measure | backup.sh | baseline (copy + tar czf + aws s3 cp) | floor (one upload of our bytes) | target | met |\n'
+  printf '|---|---|---|---|---|---|\n'
+  printf '| wall time (s) | %.1f | %.1f | %.1f | ≤ 0.45× baseline, ≤ 1.3× floor | %s |\n' "$ours_s" "$base_s" "$floor_s" \
+    "$(awk -v o="$ours_s" -v b="$base_s" -v f="$floor_s" 'BEGIN { print ((o <= 0.45 * b && o <= 1.3 * f) ? "yes" : "no") }')"
+  printf '| ratio | %s× baseline, %s× floor | 1.00 | %s× baseline | | |\n' "$(ratio "$ours_s" "$base_s")" "$(ratio "$ours_s" "$floor_s")" "$(ratio "$floor_s" "$base_s")"
+  printf '| peak RSS, largest process (MiB) | %s (%s) | %s (%s) | %s | | |\n' "$(mib "$ours_rss" 1024)" "$ours_proc" \
+    "$(mib "$base_rss" 1024)" "$base_proc" "$(mib "$(jq .peak_rss_kib "$WORK/floor.json")" 1024)"
+  printf '| peak RSS, largest of ours (MiB) | %s (%s) | | | ≤ 64 MiB | %s |\n' "$(mib "$our_max" 1024)" "$our_max_proc" \
+    "$(awk -v r="$our_max" 'BEGIN { print (r <= 65536 ? "yes" : "no") }')"
+  printf '| peak temporary disk (MiB) | %s | %s | 0 | ≤ largest MLflow DB (%s MiB) | %s |\n' "$(mib "$ours_disk" 1048576)" \
+    "$(mib "$base_disk" 1048576)" "$(mib "$largest_db" 1048576)" "$(awk -v d="$ours_disk" -v l="$largest_db" 'BEGIN { print (d <= l ? "yes" : "no") }')"
+  printf '| bytes stored (MiB) | %s | %s | %s | | |\n' "$(mib "$stored" 1048576)" "$(mib "${baseline_stored:-0}" 1048576)" "$(mib "$stored" 1048576)"
+  printf '\nSources: %s MiB (Gitea data + database + MLflow stores)%s. RSS of backup.sh'"'"'s processes: %s\n' \
+    "$(mib "$source_bytes" 1048576)" "${summary:+, seed summary $summary}" \
+    "$(jq -r '.rss_by_process | to_entries | map("\(.key) \(.value / 1024 | floor) MiB") | join(", ")' "$WORK/ours.json")"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
