@@ -6,48 +6,13 @@ restore.sh then restores it into fresh targets (a new PostgreSQL database, an em
 real s3-ls/s3-get, and the tests compare restored and source state.
 Needs KDL_STACK_ENV (scripts/stack/up.sh) and KDL_BIN_DIR (the helpers).
 """
-import hashlib
 import json
-import os
 import shlex
-import subprocess
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
-import boto3
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-RESTORE = ROOT / "backup" / "restore.sh"
-
-
-def parse_env_file(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[len("export "):]
-        if "=" in line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            env[name] = (shlex.split(value) or [""])[0]
-    return env
-
-
-@pytest.fixture(scope="module")
-def stack():
-    path = os.environ.get("KDL_STACK_ENV")
-    if not path or not Path(path).is_file():
-        pytest.skip("KDL_STACK_ENV not set: start scripts/stack/up.sh (scripts/test.sh does)")
-    return parse_env_file(path)
-
-
-@pytest.fixture(scope="module")
-def bin_dir():
-    path = os.environ.get("KDL_BIN_DIR")
-    if not path or not (Path(path) / "s3-get").exists():
-        pytest.skip("KDL_BIN_DIR with the helpers not set (scripts/test.sh sets it)")
-    return Path(path)
+from restore_support import bin_dir, job_env, psql, run_restore, s3_client, sh, stack, table_fingerprint, tree_digest  # noqa: F401
 
 
 class World:
@@ -56,29 +21,20 @@ class World:
     def __init__(self, stack, bin_dir, tmp):
         self.tmp = tmp
         self.prefix = f"restore-e2e-{uuid.uuid4().hex[:10]}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "PG", "MONGO", "K8S_"))}
-        self.env.update(stack)
-        self.env.update({
-            "PATH": f"{bin_dir}:{stack.get('STACK_BIN_DIR', '')}:{os.environ['PATH']}",
-            "BACKUP_S3_PREFIX": self.prefix,
-            "TMPDIR": str(tmp),
-        })
+        self.env = job_env(stack, bin_dir, tmp, self.prefix)
         self.super_env = dict(self.env, PGUSER=stack.get("STACK_PG_SUPERUSER", "postgres"),
                               PGPASSWORD=stack.get("STACK_PG_SUPERUSER_PASSWORD", ""))
         self.bucket = stack["BACKUP_S3_BUCKET"]
-        self.s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
-                               aws_access_key_id=stack["AWS_ACCESS_KEY_ID"],
-                               aws_secret_access_key=stack["AWS_SECRET_ACCESS_KEY"])
+        self.s3 = s3_client(stack)
 
     def sh(self, script, env=None, check=True):
-        return subprocess.run(["bash", "-c", "set -Eeuo pipefail\n" + script], env=env or self.env,
-                              capture_output=True, text=True, check=check, timeout=300)
+        return sh(script, env or self.env, check=check)
 
     def restore(self, *args, env=None):
-        return subprocess.run([str(RESTORE), *args], env=env or self.env, capture_output=True, text=True, timeout=300)
+        return run_restore(env or self.env, *args)
 
     def psql(self, db, sql, env=None):
-        return self.sh(f"psql -X -q -t -A -v ON_ERROR_STOP=1 -d {shlex.quote(db)} -c {shlex.quote(sql)}", env=env).stdout
+        return psql(env or self.env, db, sql)
 
     def create_db(self, name):
         self.psql("postgres", f'CREATE DATABASE "{name}" OWNER "{self.env["PGUSER"]}"', env=self.super_env)
@@ -88,11 +44,7 @@ class World:
 
     def table_fingerprint(self, db):
         """Per-table row count and md5 of the ordered rows, for every user table."""
-        tables = self.psql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
-        out = {}
-        for t in tables:
-            out[t] = self.psql(db, f'SELECT count(*) || \':\' || coalesce(md5(string_agg(x::text, \'|\' ORDER BY x::text)), \'\') FROM "{t}" x').strip()
-        return out
+        return table_fingerprint(self.env, db)
 
     def put(self, key, producer, encrypt_to=None):
         """producer | [age -r] | s3-put - ; returns the manifest object entry."""
@@ -121,22 +73,6 @@ class World:
         self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{set_id}/manifest.json",
                            Body=json.dumps(manifest).encode())
         return manifest
-
-
-def tree_digest(root, skip=()):
-    """Names, types, link targets and file contents under root (minus skipped top-level paths)."""
-    h = hashlib.sha256()
-    for path in sorted(Path(root).rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if any(rel == s or rel.startswith(s + "/") for s in skip):
-            continue
-        if path.is_symlink():
-            h.update(f"L {rel} {os.readlink(path)}\n".encode())
-        elif path.is_dir():
-            h.update(f"D {rel}\n".encode())
-        else:
-            h.update(f"F {rel} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()
 
 
 @pytest.fixture
