@@ -75,7 +75,6 @@ public struct K8sExportCommand: ParsableCommand {
 
     public func validate() throws {
         if printDefaultFilter { return }
-        guard !resources.isEmpty else { throw ValidationError("give at least one RESOURCE, e.g. kdlprojects.v1.project.konstellation.io or secrets") }
         guard ExportFormat(rawValue: format) != nil else { throw ValidationError("--format must be yaml or json, not \"\(format)\"") }
         guard filter == nil || filterFile == nil else { throw ValidationError("give --filter or --filter-file, not both") }
         guard (0...20).contains(retries) else { throw ValidationError("--retries must be between 0 and 20") }
@@ -87,6 +86,10 @@ public struct K8sExportCommand: ParsableCommand {
             if printDefaultFilter {
                 FileHandle.standardOutput.write(Data(Exporter.defaultFilter.utf8))
                 return
+            }
+            // Checked here, not in validate(), so that an unknown option is reported before a missing RESOURCE.
+            guard !resources.isEmpty else {
+                throw ValidationError("give at least one RESOURCE, e.g. kdlprojects.v1.project.konstellation.io or secrets")
             }
             let log = Log.standardError
             let summary = try Self.execute(self, environment: .process, log: log, transport: nil)

@@ -14,7 +14,7 @@ import Testing
     }
 
     @Test(arguments: [
-        [String](), ["--format", "xml", "secrets"], ["--filter", ".", "--filter-file", "f", "secrets"], ["--context", "x", "secrets"],
+        ["--format", "xml", "secrets"], ["--filter", ".", "--filter-file", "f", "secrets"], ["--context", "x", "secrets"],
         ["--retries", "-1", "secrets"],
     ])
     func badCommandLinesAreRejected(arguments: [String]) {

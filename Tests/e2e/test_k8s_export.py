@@ -486,6 +486,13 @@ def test_without_any_connection_it_is_a_usage_error(k8s_export):
                                      "give --kubeconfig FILE or --server URL")
 
 
+def test_no_resource_and_unknown_options_are_usage_errors(k8s_export):
+    result = run(k8s_export)
+    assert result.returncode == 64 and "give at least one RESOURCE" in result.stderr
+    result = run(k8s_export, "--no-such-option", "secrets")
+    assert result.returncode == 64 and "--no-such-option" in result.stderr
+
+
 def test_print_default_filter_shows_the_clean_up(k8s_export):
     result = run(k8s_export, "--print-default-filter")
     assert result.returncode == 0
