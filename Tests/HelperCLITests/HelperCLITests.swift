@@ -58,9 +58,16 @@ import Testing
         #expect(result.stdout.contains("--version"))
     }
 
+    /// Arguments that satisfy each helper's required positionals, so only the unknown option is wrong.
+    static let validArguments: [String: [String]] = [
+        "s3-put": ["-", "s3://kdl-backups/k"], "s3-get": ["s3://kdl-backups/k", "-"], "s3-ls": ["s3://kdl-backups/p"],
+        "s3-prune": ["s3://kdl-backups/p"], "k8s-export": ["secrets"], "mlflow-scan": ["/shared-volume"],
+        "notify": ["--event", "start"],
+    ]
+
     @Test(arguments: helpers)
     func anUnknownOptionIsAUsageError(helper: String) throws {
-        let result = try Self.run(helper, ["--no-such-option"])
+        let result = try Self.run(helper, (Self.validArguments[helper] ?? []) + ["--no-such-option"])
         #expect(result.status == 64)
         #expect(result.stderr.contains("--no-such-option"))
         #expect(!result.stderr.contains("Fatal error"))
