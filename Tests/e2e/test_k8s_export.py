@@ -39,12 +39,8 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 @pytest.fixture(scope="module")
-def k8s_export(request) -> Path:
-    try:
-        directory = Path(request.getfixturevalue("bin_dir"))
-    except pytest.FixtureLookupError:
-        directory = Path(os.environ.get("KDL_BIN_DIR", ROOT / ".build" / "release"))
-    binary = directory / "k8s-export"
+def k8s_export(bin_dir) -> Path:
+    binary = Path(bin_dir) / "k8s-export"
     if not binary.is_file():
         pytest.fail(f"k8s-export is not built at {binary} (set KDL_BIN_DIR)")
     return binary
