@@ -138,7 +138,7 @@ public final class Exporter {
                     resource, namespace: options.namespace, labelSelector: options.labelSelector, limit: options.pageSize,
                     continueToken: continueToken)
             }
-            let body: Data
+            let bytes: [UInt8]
             switch outcome {
             case .notFound:
                 if pages == 0 {
@@ -158,11 +158,10 @@ public final class Exporter {
                         [("resource", resource.description), ("written", String(exported))])
                 continue
             case .page(let data):
-                body = data
+                bytes = data
             }
             pages += 1
 
-            let bytes = [UInt8](body)
             let scan: ListPageScan
             do {
                 scan = try ListPageScan.scan(bytes)

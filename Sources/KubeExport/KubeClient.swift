@@ -1,11 +1,6 @@
 import BackupKit
 import Foundation
 
-/// One page of a list: its raw JSON body.
-struct ListPage {
-    var body: Data
-}
-
 /// Lists collections on the API server over the project's HTTP transport, with retries for what may pass.
 public struct KubeClient {
     public var transport: HTTPTransport
@@ -25,7 +20,8 @@ public struct KubeClient {
 
     /// What a list request may end in besides a page.
     enum ListOutcome {
-        case page(Data)
+        /// The page's JSON bytes.
+        case page([UInt8])
         case notFound
         case gone
     }
@@ -46,7 +42,7 @@ public struct KubeClient {
         let request = HTTPRequest(method: "GET", url: url, headers: headers, timeout: 120)
 
         let response: HTTPResponse
-        var body = Data()
+        var body: [UInt8] = []
         do {
             response = try retry.run(
                 sleeper: sleeper,
