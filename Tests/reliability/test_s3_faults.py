@@ -6,10 +6,12 @@ volume carries one 12 MiB incompressible file so that every run also makes a mul
 """
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 RUNS = int(os.environ.get("KDL_REL_FAULT_RUNS", "30"))
+LANES = int(os.environ.get("KDL_REL_LANES", "2"))
 RATES = (0.10, 0.15, 0.20)
 FAULTS = "slowdown,500,reset,stall,truncate"
 PREFIX = "rel-s3-faults"
@@ -32,26 +34,32 @@ def test_backups_through_s3_faults(jobs, rstack, workdir, results, gitea_with_bi
     injected: dict[str, int] = {}
     incidents = []
     leftovers = []
-    seconds = 0.0
-    for seed in range(1, RUNS + 1):
+
+    def one_run(seed):
         rate = RATES[seed % len(RATES)]
         proxy = FaultProxy(rstack["AWS_ENDPOINT_URL_S3"], seed=seed, rate=rate, faults=FAULTS,
                            directory=workdir / "fault-proxy", stall_seconds=2)
         try:
-            set_id, run = jobs.backup(PREFIX, name=f"s3-fault-seed{seed}", timeout=240,
+            set_id, run = jobs.backup(PREFIX, name=f"s3-fault-seed{seed}", timeout=300,
                                       env={"AWS_ENDPOINT_URL_S3": proxy.url, "GITEA_DATA_DIR": str(gitea_with_big_file)})
         finally:
             proxy.close()
-        seconds += run.seconds
-        for kind, count in proxy.injected().items():
-            injected[kind] = injected.get(kind, 0) + count
-        outcome = jobs.outcome(PREFIX, set_id, run)
-        outcomes[outcome["kind"]] += 1
-        if outcome["problems"]:
-            incidents.append(f"seed {seed} (rate {rate}, exit {run.returncode}): {'; '.join(outcome['problems'])}")
-        uploads = jobs.bucket.multipart_uploads(f"{PREFIX}/{set_id}/")
-        if uploads:
-            leftovers.append(f"seed {seed}: multipart uploads in progress: {uploads}")
+        return seed, rate, set_id, run, proxy.injected()
+
+    # Runs go in LANES parallel lanes (separate proxies, ids and notifications): much of a faulted run is waiting.
+    seconds = 0.0
+    with ThreadPoolExecutor(max_workers=LANES) as pool:
+        for seed, rate, set_id, run, faults in pool.map(one_run, range(1, RUNS + 1)):
+            seconds += run.seconds
+            for kind, count in faults.items():
+                injected[kind] = injected.get(kind, 0) + count
+            outcome = jobs.outcome(PREFIX, set_id, run)
+            outcomes[outcome["kind"]] += 1
+            if outcome["problems"]:
+                incidents.append(f"seed {seed} (rate {rate}, exit {run.returncode}): {'; '.join(outcome['problems'])}")
+            uploads = jobs.bucket.multipart_uploads(f"{PREFIX}/{set_id}/")
+            if uploads:
+                leftovers.append(f"seed {seed}: multipart uploads in progress: {uploads}")
 
     total_faults = sum(injected.values())
     results.record("s3-faults", "seeded full backups through the fault proxy", RUNS, "≥ 30")
