@@ -26,6 +26,9 @@ cleanup() {
 # now_ns: monotonic-enough wall clock in nanoseconds.
 now_ns() { date +%s%N; }
 
+# elapsed START_NS: seconds since START_NS, three decimals.
+elapsed() { awk -v ns=$(($(now_ns) - $1)) 'BEGIN { printf "%.3f", ns / 1e9 }'; }
+
 # median: the middle of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
@@ -103,7 +106,7 @@ main() {
   for ((i = 0; i < REPEAT; i++)); do
     start=$(now_ns)
     "$scan" "$WORK/many/shared-volume" >/dev/null
-    scans+=("$(awk -v ns=$(($(now_ns) - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')")
+    scans+=("$(elapsed "$start")")
   done
 
   # 2. Snapshot one big store while a writer inserts runs; cp of the same file under the same load.
@@ -120,12 +123,12 @@ main() {
     rm -f "$WORK/cp.db"
     start=$(now_ns)
     cp "$big/mlflow.db" "$WORK/cp.db"
-    cps+=("$(awk -v ns=$(($(now_ns) - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')")
+    cps+=("$(elapsed "$start")")
 
     rm -rf "$WORK/snap"
     start=$(now_ns)
     /usr/bin/time -f %M -o "$WORK/rss" "$scan" "$WORK/big/shared-volume" --snapshot "$WORK/snap" >"$WORK/snap.json"
-    totals+=("$(awk -v ns=$(($(now_ns) - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')")
+    totals+=("$(elapsed "$start")")
     [[ "$(json_field "$WORK/snap.json" "s['snapshot']['integrity']")" == ok ]] || die "snapshot not ok: $(cat "$WORK/snap.json")"
     copies+=("$(json_field "$WORK/snap.json" "s['snapshot']['copySeconds']")")
     checks+=("$(json_field "$WORK/snap.json" "s['snapshot']['checkSeconds']")")
@@ -135,7 +138,7 @@ main() {
     rm -rf "$WORK/snap"
     start=$(now_ns)
     "$scan" "$WORK/big/shared-volume" --snapshot "$WORK/snap" --check quick >"$WORK/snap.json"
-    quicks+=("$(awk -v ns=$(($(now_ns) - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')")
+    quicks+=("$(elapsed "$start")")
     quick_checks+=("$(json_field "$WORK/snap.json" "s['snapshot']['checkSeconds']")")
   done
   runs_after=$(json_field "$WORK/snap.json" "s['runs']")
@@ -161,10 +164,10 @@ main() {
   echo "| sha256 of the copy | $digest_s s | - |"
   echo "| whole mlflow-scan --snapshot run (runs: ${totals[*]} s) | $total_s s = $(ratio "$total_s" "$cp_s")x cp | <= 1.5x cp |"
   echo "| whole run with --check quick (runs: ${quicks[*]} s) | $quick_s s = $(ratio "$quick_s" "$cp_s")x cp | <= 1.5x cp |"
-  echo
-  echo "Load average while measuring: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores."
   echo "| mlflow-scan max RSS | $(($(median "${rss[@]}") / 1024)) MiB | streaming (not the db size) |"
   echo "| runs the writer committed during the snapshots (in the last copy: $runs_after) | $(cat "$WORK/writer.out") (started from $runs_before) | writer active |"
+  echo
+  echo "Load average while measuring: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores."
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
