@@ -210,6 +210,7 @@ class Runner:
 
         kill_after: send SIGTERM to the main process after that many seconds, then SIGKILL to every process
         of the run GRACE seconds later if any is still there (Kubernetes' terminationGracePeriodSeconds).
+        on_line: called with each stderr line as it arrives (to strike at a given step of the run).
         """
         token = uuid.uuid4().hex
         env = {k: str(v) for k, v in env.items()}

@@ -130,23 +130,21 @@ def hostile_mlflow_root(source: Path, root: Path, outside: Path) -> Path:
     return root
 
 
-def k8s_fault(rstack, spec: str):
-    kind, _, count = spec.partition(":")
+def double_faults(rstack, method: str, fault: dict | None = None) -> None:
+    """POST (add) or DELETE (clear) the Kubernetes API double's faults through its admin hook."""
     context = ssl.create_default_context(cafile=rstack["K8S_CA_FILE"])
     token = Path(rstack["K8S_TOKEN_FILE"]).read_text().strip()
-    for method, body in (("DELETE", None), ("POST", json.dumps({"kind": kind, "count": int(count or 1),
-                                                                  "bytes": 24 << 20}).encode())):
-        request = urllib.request.Request(f"{rstack['K8S_SERVER']}/_double/faults", data=body, method=method,
-                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        urllib.request.urlopen(request, context=context, timeout=10).read()
-
-
-def clear_k8s_faults(rstack):
-    context = ssl.create_default_context(cafile=rstack["K8S_CA_FILE"])
-    token = Path(rstack["K8S_TOKEN_FILE"]).read_text().strip()
-    request = urllib.request.Request(f"{rstack['K8S_SERVER']}/_double/faults", method="DELETE",
-                                     headers={"Authorization": f"Bearer {token}"})
+    body = json.dumps(fault).encode() if fault else None
+    request = urllib.request.Request(f"{rstack['K8S_SERVER']}/_double/faults", data=body, method=method,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     urllib.request.urlopen(request, context=context, timeout=10).read()
+
+
+def k8s_fault(rstack, spec: str):
+    """Clears the double's faults, then adds KIND[:COUNT] (a huge page carries a 24 MiB annotation)."""
+    kind, _, count = spec.partition(":")
+    double_faults(rstack, "DELETE")
+    double_faults(rstack, "POST", {"kind": kind, "count": int(count or 1), "bytes": 24 << 20})
 
 
 def render_values(values: dict):
@@ -224,7 +222,7 @@ def test_hostile_input(case, jobs, rstack, bins, workdir, good_set, wrong_identi
                                       timeout=CASE_TIMEOUT)
             finally:
                 if case["group"] == "api":
-                    clear_k8s_faults(rstack)
+                    double_faults(rstack, "DELETE")
         else:  # backup+restore of a tree with hostile names
             if case["names"].startswith("gitea"):
                 tree = hostile_gitea_tree(case_dir / "source", escape=case["names"] == "gitea-escape")
