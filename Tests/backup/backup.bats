@@ -208,6 +208,12 @@ in_script() {
   [[ "$(jq -r '.components[0].error' "$(manifest)")" == *"verification of gitea/postgres.dump failed: pg_restore: error: corrupt"* ]]
 }
 
+@test "a Kubernetes export whose document count differs from k8s-export's summary is unverified" {
+  STUB_K8S_SUMMARY=3 run -3 "$BACKUP_SH"
+  assert_equal "$(jq -c '[.components[3].objects[] | .verified] | unique' "$(manifest)")" '[false]'
+  [[ "$(jq -r '.components[3].error' "$(manifest)")" == "kdlprojects: k8s-export reported 3 objects but 2 YAML documents were stored"* ]]
+}
+
 @test "pg_dump older than the server: gitea's database fails naming both majors" {
   export STUB_PG_SERVER_NUM=170002 STUB_PG_DUMP_MAJOR=15
   run -3 "$BACKUP_SH"
