@@ -329,6 +329,33 @@ def mongo(stack):
     client.close()
 
 
+@pytest.fixture
+def scratch_mongo(tmp_path):
+    """A private nx-27017 to restore into, so the shared stack's server keeps only the seeded databases."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "scratch-mongo"
+    data.mkdir()
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/nx-27017"), "--host", "127.0.0.1", "-p", str(port), "--data-dir", str(data),
+                             "--log-file", str(tmp_path / "scratch-mongo.log"), "--pid-file", str(tmp_path / "scratch-mongo.pid")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "nx-27017 did not start"
+            time.sleep(0.05)
+    uri = f"mongodb://127.0.0.1:{port}/"
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+    yield uri, client
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 def test_mongo_holds_the_seeded_documents(mongo, summary):
     for db_name, collections in (("kdl", summary["mongo"]["kdl"]), ("admin", summary["mongo"]["admin"])):
         for name, count in collections.items():
@@ -382,46 +409,46 @@ def test_mongodump_writes_the_real_archive_format(stack_env, tmp_path, summary):
 
 
 @pytest.mark.parametrize("gzip", [False, True])
-def test_mongodump_then_mongorestore_into_another_db_gives_equal_documents(stack_env, mongo, gzip):
-    target = f"kdl_roundtrip_{'gz' if gzip else 'plain'}_{os.getpid()}"
-    mongo.drop_database(target)
+def test_mongodump_then_mongorestore_into_another_db_gives_equal_documents(stack_env, mongo, scratch_mongo, gzip):
+    uri, scratch = scratch_mongo
     flags = ["--gzip"] if gzip else []
     dump = subprocess.Popen(["mongodump", "--uri", stack_env["MONGO_URI"], "--db", "kdl", "--archive", "--quiet", *flags],
                             env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    restore = run(["mongorestore", "--uri", stack_env["MONGO_URI"], "--archive", "--nsFrom", "kdl.*", "--nsTo", f"{target}.*", *flags],
+    restore = run(["mongorestore", "--uri", uri, "--archive", "--nsFrom", "kdl.*", "--nsTo", "kdl_copy.*", *flags],
                   stack_env, stdin=dump.stdout)
     dump.stdout.close()
     assert dump.wait(timeout=60) == 0, dump.stderr.read()
     assert restore.returncode == 0, restore.stderr
     total = sum(mongo.kdl[name].count_documents({}) for name in mongo.kdl.list_collection_names())
     assert f"{total} document(s) restored successfully. 0 document(s) failed".encode() in restore.stderr
-    assert documents(mongo, target) == documents(mongo, "kdl")
-    again = run(["mongorestore", "--uri", stack_env["MONGO_URI"], "--archive", "--drop", "--quiet",
-                 "--nsFrom", "kdl.*", "--nsTo", f"{target}.*", *flags], stack_env,
-                input=run(["mongodump", "--uri", stack_env["MONGO_URI"], "--db", "kdl", "--archive", "--quiet", *flags], stack_env).stdout)
-    assert again.returncode == 0, again.stderr
-    assert documents(mongo, target) == documents(mongo, "kdl")
-    mongo.drop_database(target)
+    assert documents(scratch, "kdl_copy") == documents(mongo, "kdl")
+    archive = run(["mongodump", "--uri", stack_env["MONGO_URI"], "--db", "kdl", "--archive", "--quiet", *flags], stack_env).stdout
+    twice = run(["mongorestore", "--uri", uri, "--archive", "--nsFrom", "kdl.*", "--nsTo", "kdl_copy.*", *flags], stack_env, input=archive)
+    assert twice.returncode == 0 and f"0 document(s) restored successfully. {total} document(s) failed".encode() in twice.stderr
+    dropped = run(["mongorestore", "--uri", uri, "--archive", "--drop", "--quiet", "--nsFrom", "kdl.*", "--nsTo", "kdl_copy.*", *flags],
+                  stack_env, input=archive)
+    assert dropped.returncode == 0, dropped.stderr
+    assert documents(scratch, "kdl_copy") == documents(mongo, "kdl")
 
 
-def test_mongorestore_ns_include_and_dry_run(stack_env, mongo, tmp_path):
+def test_mongorestore_ns_include_and_dry_run(stack_env, mongo, scratch_mongo, tmp_path):
+    uri, scratch = scratch_mongo
     path = tmp_path / "all.archive"
     assert run(["mongodump", "--uri", stack_env["MONGO_URI"], f"--archive={path}", "--quiet"], stack_env).returncode == 0
-    target = f"kdl_users_only_{os.getpid()}"
-    only = run(["mongorestore", "--uri", stack_env["MONGO_URI"], f"--archive={path}", "--nsInclude", "kdl.users",
-                "--nsFrom", "kdl.*", "--nsTo", f"{target}.*"], stack_env)
+    only = run(["mongorestore", "--uri", uri, f"--archive={path}", "--nsInclude", "kdl.users"], stack_env)
     assert only.returncode == 0, only.stderr
-    assert mongo[target].list_collection_names() == ["users"]
-    assert mongo[target].users.count_documents({}) == mongo.kdl.users.count_documents({})
-    dry_target = f"kdl_dry_{os.getpid()}"
-    dry = run(["mongorestore", "--uri", stack_env["MONGO_URI"], f"--archive={path}", "--dryRun",
-               "--nsFrom", "kdl.*", "--nsTo", f"{dry_target}.*"], stack_env)
+    assert set(scratch.list_database_names()) <= {"admin", "kdl"} and scratch.kdl.list_collection_names() == ["users"]
+    assert scratch.kdl.users.count_documents({}) == mongo.kdl.users.count_documents({})
+    admin = run(["mongorestore", "--uri", uri, f"--archive={path}", "--db", "admin", "--nsFrom", "admin.*", "--nsTo", "admin_copy.*"], stack_env)
+    assert admin.returncode == 0, admin.stderr
+    assert sorted(scratch.admin_copy.list_collection_names()) == sorted(mongo.admin.list_collection_names())
+    dry = run(["mongorestore", "--uri", uri, f"--archive={path}", "--dryRun", "--nsFrom", "kdl.*", "--nsTo", "kdl_dry.*"], stack_env)
     assert dry.returncode == 0, dry.stderr
-    assert dry_target not in mongo.list_database_names()
-    mongo.drop_database(target)
+    assert "kdl_dry" not in scratch.list_database_names()
 
 
-def test_mongorestore_rejects_truncated_corrupt_and_foreign_archives(stack_env, mongo, tmp_path):
+def test_mongorestore_rejects_truncated_corrupt_and_foreign_archives(stack_env, scratch_mongo, tmp_path):
+    uri, scratch = scratch_mongo
     path = tmp_path / "kdl.archive"
     assert run(["mongodump", "--uri", stack_env["MONGO_URI"], "--db", "kdl", f"--archive={path}", "--quiet"], stack_env).returncode == 0
     data = path.read_bytes()
@@ -433,18 +460,16 @@ def test_mongorestore_rejects_truncated_corrupt_and_foreign_archives(stack_env, 
         "empty": (b"", b"does not appear to be a mongodump archive"),
     }
     for name, (payload, message) in cases.items():
-        target = f"kdl_bad_{name.replace('-', '_')}_{os.getpid()}"
         broken = tmp_path / f"{name}.archive"
         broken.write_bytes(payload)
-        result = run(["mongorestore", "--uri", stack_env["MONGO_URI"], f"--archive={broken}", "--dryRun",
-                      "--nsFrom", "kdl.*", "--nsTo", f"{target}.*"], stack_env)
-        assert result.returncode == 1, (name, result.stderr)
-        assert re.search(message, result.stderr), (name, result.stderr)
-        assert result.stderr.decode().strip().count("\n") == 0 or b"Failed:" in result.stderr
-        assert target not in mongo.list_database_names()
+        for mode in (["--dryRun"], []):
+            result = run(["mongorestore", "--uri", uri, f"--archive={broken}", "--quiet", *mode], stack_env)
+            assert result.returncode == 1, (name, mode, result.stderr)
+            assert re.search(message, result.stderr), (name, result.stderr)
+            assert result.stderr.startswith(b"Failed: ") and result.stderr.count(b"\n") == 1, (name, result.stderr)
     gz = run(["mongodump", "--uri", stack_env["MONGO_URI"], "--db", "kdl", "--archive", "--gzip", "--quiet"], stack_env).stdout
-    cut = run(["mongorestore", "--uri", stack_env["MONGO_URI"], "--archive", "--gzip", "--dryRun"], stack_env, input=gz[: len(gz) // 2])
-    assert cut.returncode == 1 and b"Failed:" in cut.stderr
+    cut = run(["mongorestore", "--uri", uri, "--archive", "--gzip", "--dryRun", "--quiet"], stack_env, input=gz[: len(gz) // 2])
+    assert cut.returncode == 1 and cut.stderr.startswith(b"Failed: ")
 
 
 def test_unreachable_server_fails_clearly_without_printing_the_password(stack_env, tmp_path):
