@@ -26,7 +26,10 @@ public enum ByteSize {
             value /= 1024
             index += 1
         }
-        return index == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, names[index])
+        guard index > 0 else { return "\(bytes) B" }
+        // One decimal, rounded half up, without String(format:) (which loads ICU).
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10) \(names[index])"
     }
 }
 

@@ -58,7 +58,8 @@ public struct HTTPResponse: Sendable {
 
     /// The last header of that name, case-insensitively.
     public func header(_ name: String) -> String? {
-        headers.last { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        let wanted = name.lowercased()
+        return headers.last { $0.name.lowercased() == wanted }?.value
     }
 }
 

@@ -54,7 +54,9 @@ public final class Log: @unchecked Sendable {
     }
 
     static func quote(_ value: String) -> String {
-        let plain = !value.isEmpty && value.allSatisfy { $0.isASCII && !$0.isWhitespace && $0 != "\"" && $0 != "=" && $0 != "\\" }
+        let plain =
+            !value.isEmpty
+            && value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "=") && $0 != UInt8(ascii: "\\") }
         if plain { return value }
         var out = "\""
         for scalar in value.unicodeScalars {
@@ -65,16 +67,19 @@ public final class Log: @unchecked Sendable {
             case "\t": out += "\\t"
             case "\r": out += "\\r"
             default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
             }
         }
         return out + "\""
     }
 
     static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: Date())
+        UTCTime.iso8601(Date())
     }
 }
 

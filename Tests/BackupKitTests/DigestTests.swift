@@ -41,5 +41,8 @@ import Testing
     @Test func formatsForHumans() {
         #expect(ByteSize.format(512) == "512 B")
         #expect(ByteSize.format(3 << 29) == "1.5 GiB")
+        #expect(ByteSize.format(1024) == "1.0 KiB")
+        #expect(ByteSize.format(1_048_063) == "1023.5 KiB")
+        #expect(ByteSize.format(8 << 20) == "8.0 MiB")
     }
 }

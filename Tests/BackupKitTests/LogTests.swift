@@ -32,6 +32,24 @@ import Testing
         #expect(text.hasSuffix("\n"))
     }
 
+    @Test func controlCharactersBecomeUnicodeEscapes() {
+        #expect(Log.quote("a\u{01}b\u{1f}") == "\"a\\u0001b\\u001f\"")
+    }
+
+    @Test func linesStartWithAnRFC3339UTCTime() throws {
+        let text = try capture { log in log.log(.info, tool: "t", "m") }
+        let stamp = try #require(text.split(separator: " ").first)
+        #expect(stamp.hasPrefix("ts=") && stamp.hasSuffix("Z"))
+        #expect(stamp.count == "ts=2024-05-01T12:00:00Z".count)
+    }
+
+    @Test func utcTimesAreZeroPadded() {
+        let date = Date(timeIntervalSince1970: 1_704_164_645.9)  // 2024-01-02T03:04:05.9Z
+        #expect(UTCTime.iso8601(date) == "2024-01-02T03:04:05Z")
+        #expect(UTCTime.compact(date) == "20240102T030405Z")
+        #expect(UTCTime.iso8601(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00Z")
+    }
+
     @Test func levelsBelowTheMinimumAreDropped() throws {
         let text = try capture { log in
             log.log(.debug, tool: "t", "hidden")
