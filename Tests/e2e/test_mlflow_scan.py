@@ -114,6 +114,21 @@ def by_project(report):
     return {store["project"]: store for store in report["stores"]}
 
 
+def wait_for_runs_beyond(db: Path, runs: int, writer, deadline_seconds: float = 120):
+    """Waits until the writer has committed past `runs`, so the next snapshot is of a later point in time."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        assert writer.poll() is None, writer.stderr.read().decode()
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+        try:
+            if conn.execute("SELECT count(*) FROM runs").fetchone()[0] > runs:
+                return
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    pytest.fail(f"the writer committed nothing beyond {runs} runs in {deadline_seconds} s")
+
+
 def counts(db: Path):
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -135,7 +150,8 @@ def test_snapshots_taken_while_a_writer_inserts_runs_are_consistent(scan_bin, tr
         seen = []
         for attempt in range(5):
             snapdir = tree / f"snap{attempt}"
-            store = by_project(report_of(scan(scan_bin, root, "--snapshot", snapdir)))["demo"]
+            # A loaded machine can stall the writer: a long busy timeout, so a slow commit is not "unreadable".
+            store = by_project(report_of(scan(scan_bin, root, "--snapshot", snapdir, "--busy-timeout", "120")))["demo"]
             assert store["status"] == "ok", store
             assert store["journalMode"] == ("wal" if wal else "delete")
             snapshot = store["snapshot"]
@@ -151,13 +167,13 @@ def test_snapshots_taken_while_a_writer_inserts_runs_are_consistent(scan_bin, tr
             assert table_counts["latest_metrics"] == 2 * table_counts["runs"]
             assert snapshot["bytes"] == copy.stat().st_size
             seen.append(table_counts["runs"])
-            time.sleep(0.1)
+            wait_for_runs_beyond(db, table_counts["runs"], writer)
     finally:
         stop.touch()
         out, err = writer.communicate(timeout=120)
     assert writer.returncode == 0, err.decode()
     committed = int(out)
-    assert seen == sorted(seen) and seen[-1] > seen[0], f"the writer made no progress between snapshots: {seen}"
+    assert all(a < b for a, b in zip(seen, seen[1:])), f"each snapshot must be of a later point in time: {seen}"
     assert 20000 <= seen[0] and seen[-1] <= 20000 + committed
     final_counts, _ = counts(db)
     assert final_counts["runs"] == 20000 + committed
