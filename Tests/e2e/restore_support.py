@@ -3,8 +3,9 @@
 - `stack` / `bin_dir` fixtures: the local stack's env (KDL_STACK_ENV, from scripts/stack/up.sh) and the release
   helpers (KDL_BIN_DIR), as scripts/test.sh sets them.
 - `World`: one test's S3 prefix, environment, psql and hand-built sets (test_restore.py's Gitea-only sets).
-- `FullBackup`: the REAL backup/backup.sh run once against the stack (encrypted with a fresh age key) into a
-  prefix of its own, with a snapshot of every source taken just before it and checked unchanged just after.
+- `FullBackup` / `full_backup`: the REAL backup/backup.sh run once per session against the stack (encrypted with a
+  fresh age key) into a prefix of its own, with a snapshot of every source taken just before it and checked
+  unchanged just after.
 - `MongoServer`: a fresh nx-27017 on 127.0.0.1 to restore into; `createdb_role`: a role with CREATEDB;
   `clone_set`: a server-side copy of a set under another prefix/id (to damage or age it); `metrics`.
 Comparisons reuse scripts/compare-restore.py (the demo's table): Mongo snapshots, trees, MLflow dumps.
@@ -63,7 +64,7 @@ def parse_env_file(path):
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack():
     path = os.environ.get("KDL_STACK_ENV")
     if not path or not Path(path).is_file():
@@ -71,7 +72,7 @@ def stack():
     return parse_env_file(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bin_dir():
     path = os.environ.get("KDL_BIN_DIR")
     if not path or not (Path(path) / "s3-get").exists():
@@ -116,10 +117,13 @@ def superuser_env(env, stack):
 
 
 def table_fingerprint(env, db):
-    """Per-table row count and md5 of the ordered rows, for every user table."""
-    tables = psql(env, db, "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
-    return {t: psql(env, db, f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') "
-                             f"FROM {t} x").strip() for t in tables}
+    """Per-table row count and md5 of the ordered rows, for every user table (one psql run)."""
+    row = "count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '')"
+    sql = (f"SELECT format('SELECT %L, {row.replace(chr(39), chr(39) * 2)} FROM public.%I x', tablename, tablename) "
+           "FROM pg_tables WHERE schemaname = 'public' ORDER BY 1 \\gexec\n")
+    out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", db], input=sql,
+                         env=env, capture_output=True, text=True, check=True, timeout=120).stdout
+    return dict(line.split("\t", 1) for line in out.splitlines() if line)
 
 
 def database_exists(env, stack, name):
@@ -308,10 +312,25 @@ class FullBackup:
         return [o["key"] for c in self.manifest["components"] for o in c["objects"]]
 
     def restore_env(self, **overrides):
-        return dict(self.env, BACKUP_VERIFY_MAX_AGE_HOURS="192", **overrides)
+        return {**self.env, "BACKUP_VERIFY_MAX_AGE_HOURS": "192", **overrides}
 
     def cleanup(self):
         listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/")
         for obj in listing.get("Contents", []):
             self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_SHARED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def full_backup(stack, bin_dir, tmp_path_factory):
+    """One FullBackup per test session, shared by every module that imports this fixture (each import is its
+    own fixture definition, hence the cache); nothing may change the set itself (clone it to damage it)."""
+    if "full" not in _SHARED:
+        _SHARED["full"] = FullBackup(stack, bin_dir, tmp_path_factory.mktemp("full-backup")).run()
+    yield _SHARED["full"]
+    backup = _SHARED.pop("full", None)
+    if backup is not None:
+        backup.cleanup()

@@ -1,7 +1,7 @@
 """Round trips of a full set made by the REAL backup/backup.sh (issue 8): every component restored by
 restore.sh into fresh targets and compared with the source as it was when backed up.
 
-One encrypted backup of the seeded stack per module (restore_support.FullBackup); targets are new: a
+One encrypted backup of the seeded stack per session (restore_support.full_backup); targets are new: a
 database created by restore.sh (as a role with CREATEDB), an empty Gitea folder, a fresh nx-27017, an
 empty MLflow root, and a kubectl stand-in that records what it is given and in which state it found
 the other targets (there is no real kubectl or API server to apply to; `--output` is the other way).
@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from restore_support import (GITEA_EXCLUDES, FullBackup, MongoServer, bin_dir, compare, createdb_role,  # noqa: F401
+from restore_support import (GITEA_EXCLUDES, MongoServer, bin_dir, compare, createdb_role, full_backup,  # noqa: F401
                              database_exists, drop_database, k8s_export, run_restore, sqlite_dump, stack,
                              table_fingerprint, tree_digest)
 
@@ -41,10 +41,8 @@ jq -nc --arg args "$*" --arg kinds "$(sed -n 's/^kind: //p' "$dir/applied-$n.yam
 
 
 @pytest.fixture(scope="module")
-def full(stack, bin_dir, tmp_path_factory):
-    backup = FullBackup(stack, bin_dir, tmp_path_factory.mktemp("full-backup")).run()
-    yield backup
-    backup.cleanup()
+def full(full_backup):
+    return full_backup
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ verify_objects() {
   VERIFIED_COUNT=$count VERIFIED_BYTES=$total VERIFIED_UNREAD=$unread
   # shellcheck disable=SC2034  # read by restore.sh
   VERIFIED_CHECKS=""
-  if ((${#used[@]})); then VERIFIED_CHECKS=$(printf '%s\n' "${!used[@]}" | sort | paste -sd ';' - | sed 's/;/, /g'); fi
+  if ((${#used[@]})); then VERIFIED_CHECKS=$(printf '%s\n' "${!used[@]}" | LC_ALL=C sort | paste -sd ';' - | sed 's/;/, /g'); fi
 }
 
 # ---------------------------------------------------------------- step objects
