@@ -1,15 +1,16 @@
 #!/usr/bin/env bats
 # docs/restore.md: every restore.sh command of the runbook runs (in document order) against a fake
-# encrypted set with the stubbed targets and exits 0; the restore pod manifest is a valid Pod.
+# encrypted set with the stubbed targets and exits 0; so do docs/operations.md's; the restore pod
+# manifest is a valid Pod.
 
 setup() {
   load 'restore-stubs/restore-helper'
   _restore_setup
 }
 
-# runbook_commands: the restore.sh lines of the runbook's sh blocks, in order.
+# runbook_commands [DOC]: the restore.sh lines of DOC's sh blocks (default docs/restore.md), in order.
 runbook_commands() {
-  awk '/^ *```sh/ { on = 1; next } /^ *```/ { on = 0 } on && $1 == "restore.sh" { print }' "$REPO_ROOT/docs/restore.md"
+  awk '/^ *```sh/ { on = 1; next } /^ *```/ { on = 0 } on && $1 == "restore.sh" { print }' "$REPO_ROOT/${1:-docs/restore.md}"
 }
 
 @test "docs/restore.md: every restore.sh command of the runbook runs and exits 0" {
@@ -31,6 +32,22 @@ runbook_commands() {
   ((n >= 12)) || fail "only $n runbook commands found"
   assert [ -s "$T/k8s-out/secrets.yaml" ]
   assert [ -s "$GITEA_DATA_DIR/gitea/conf/app.ini" ]
+}
+
+@test "docs/operations.md: its restore.sh commands run on a fresh set, each reporting through notify" {
+  fake_set "$(date -u +%Y%m%dT%H%M%SZ)" success true
+  unset BACKUP_VERIFY_MAX_AGE_HOURS
+  local line n=0
+  local -a words
+  while IFS= read -r line; do
+    line=${line//\/tmp\/identity.txt/$T/key.txt}
+    read -r -a words <<<"$line"
+    run --separate-stderr "$RESTORE_SH" "${words[@]:1}" </dev/null
+    [[ "$status" -eq 0 ]] || fail "operations command failed ($status): $line: ${stderr_lines[-1]}"
+    n=$((n + 1))
+  done < <(runbook_commands docs/operations.md)
+  assert_equal "$n" 2
+  assert_equal "$(grep -c '^notify --event verify --status success ' "$STUB_LOG")" 2
 }
 
 @test "docs/restore.md: the helm --set keys of the runbook exist in the chart's values" {

@@ -7,12 +7,15 @@ Damaged, missing and stale sets are server-side copies of the fresh one under pr
 Needs KDL_STACK_ENV (scripts/stack/up.sh) and KDL_BIN_DIR (the helpers).
 """
 import json
+import re
+import subprocess
 import sys
 import time
 import uuid
 from datetime import datetime, timezone
 
 import pytest
+import yaml
 from restore_support import (ROOT, bin_dir, clone_set, createdb_role, database_exists,  # noqa: F401
                              drop_database, full_backup, iso, metrics, run_restore, set_id_at, stack)
 
@@ -234,3 +237,23 @@ def test_scratch_database_check_without_createdb_is_refused(fresh, http):
         assert_failure_reported(http, last[len("restore.sh: "):], fresh.set_id)
     finally:
         drop_database(fresh.env, fresh.stack, scratch)
+
+
+def test_operations_doc_lists_the_pushed_metrics_and_alerts_on_them(fresh, http, bin_dir):
+    """docs/operations.md: its metrics table is what the two jobs push, its alert rules parse and only name
+    those metrics, with the two rules issue 11 asks for."""
+    result = verify(fresh, http)
+    assert result.returncode == 0, result.stderr[-3000:]
+    finish = subprocess.run([str(bin_dir / "notify"), "--event", "finish", "--manifest",
+                             str(ROOT / "Tests" / "fixtures" / "manifests" / "success.json")],
+                            env={"PATH": "/usr/bin:/bin", "NOTIFY_PUSHGATEWAY_URL": f"{http.url}/pgw"},
+                            capture_output=True, text=True, timeout=60)
+    assert finish.returncode == 0, finish.stderr
+    pushed = {name for push in http.requests("/pgw") for name, _ in metrics(push["body"])}
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    assert set(re.findall(r"^\| `(kdl_backup_\w+)", doc, re.M)) == pushed
+    [block] = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    rules = {rule["alert"]: rule["expr"] for group in yaml.safe_load(block)["groups"] for rule in group["rules"]}
+    assert rules["KDLBackupStale"] == "kdl_backup_latest_set_age_seconds > 8*86400"
+    assert rules["KDLBackupVerifyFailed"] == "kdl_backup_verify_status == 0"
+    assert set(re.findall(r"kdl_backup_\w+", " ".join(rules.values()))) <= pushed
