@@ -34,11 +34,15 @@ let package = Package(
         .systemLibrary(
             name: "CCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]),
+        // zlib's CRC-32 for S3's additional checksums (libz is in every Debian image).
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
 
         .target(
             name: "BackupKit",
             dependencies: [
-                "CCurl", "CJQ", "CCrypto", argumentParser,
+                "CCurl", "CJQ", "CCrypto", "CZlib", argumentParser,
             ]),
         .target(name: "S3", dependencies: ["BackupKit", argumentParser]),
         .target(

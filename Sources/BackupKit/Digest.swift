@@ -1,4 +1,5 @@
 import CCrypto
+import CZlib
 import Foundation
 
 /// Incremental SHA-256 over OpenSSL's libcrypto (already in the image through libcurl).
@@ -77,5 +78,36 @@ public enum MD5Digest {
             _ = EVP_Digest(buffer.baseAddress, buffer.count, &out, &length, EVP_md5(), nil)
         }
         return Array(out.prefix(Int(length)))
+    }
+}
+
+/// Incremental CRC-32 (IEEE, as zlib and S3's `x-amz-checksum-crc32` compute it), over zlib.
+public struct CRC32: Sendable {
+    public private(set) var value: UInt32 = 0
+
+    public init() {}
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard var base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        var remaining = bytes.count
+        var crc = UInt(value)
+        while remaining > 0 {  // zlib takes a 32-bit length
+            let chunk = min(remaining, 1 << 30)
+            crc = crc32(crc, base, UInt32(chunk))
+            base += chunk
+            remaining -= chunk
+        }
+        value = UInt32(truncatingIfNeeded: crc)
+    }
+
+    /// The four bytes big-endian in base64, the form S3's checksum headers carry.
+    public var base64: String {
+        Data([UInt8(value >> 24), UInt8((value >> 16) & 0xff), UInt8((value >> 8) & 0xff), UInt8(value & 0xff)]).base64EncodedString()
+    }
+
+    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> CRC32 {
+        var crc = CRC32()
+        crc.update(bytes)
+        return crc
     }
 }

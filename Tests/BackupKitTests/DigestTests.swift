@@ -18,6 +18,23 @@ import Testing
         #expect(digest.finalize().hexString == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
     }
 
+    // The CRC-32 check value and a classic sentence; S3's headers carry the big-endian bytes in base64.
+    @Test func crc32OfKnownInputs() {
+        func crc(_ text: String, split: Int = 0) -> CRC32 {
+            let bytes = Array(text.utf8)
+            var crc = CRC32()
+            bytes.withUnsafeBytes { all in
+                crc.update(UnsafeRawBufferPointer(rebasing: all[0..<split]))
+                crc.update(UnsafeRawBufferPointer(rebasing: all[split...]))
+            }
+            return crc
+        }
+        #expect(crc("123456789").value == 0xCBF4_3926)
+        #expect(crc("123456789", split: 4).base64 == "y/Q5Jg==")
+        #expect(crc("The quick brown fox jumps over the lazy dog", split: 10).value == 0x414F_A339)
+        #expect(CRC32().base64 == "AAAAAA==")
+    }
+
     // RFC 4231 test case 2.
     @Test func hmacSHA256() {
         let mac = HMACSHA256.authenticate(Data("what do ya want for nothing?".utf8), key: Data("Jefe".utf8))
