@@ -41,6 +41,20 @@ public struct S3Object: Sendable, Equatable, Codable {
     }
 }
 
+/// One uploaded part as CompleteMultipartUpload lists it.
+public struct CompletedPart: Sendable, Equatable {
+    public var number: Int
+    public var etag: String
+    /// The part's base64 CRC-32, when the upload was created with `x-amz-checksum-algorithm: CRC32`.
+    public var checksumCRC32: String?
+
+    public init(number: Int, etag: String, checksumCRC32: String? = nil) {
+        self.number = number
+        self.etag = etag
+        self.checksumCRC32 = checksumCRC32
+    }
+}
+
 /// Signs and sends S3 requests over an `HTTPTransport`, retrying what may succeed on another attempt.
 public final class S3Client: Sendable {
     public let configuration: S3Configuration
@@ -172,19 +186,26 @@ public final class S3Client: Sendable {
         return id
     }
 
-    public func uploadPart(bucket: String, key: String, uploadID: String, number: Int, data: UnsafeRawBufferPointer, sha256: String) throws -> String {
-        try retrying("UploadPart", bucket: bucket, key: key) { _ in
+    /// UploadPart; `checksumCRC32` (base64) is sent for S3 to verify and keep when the upload was created with it.
+    public func uploadPart(
+        bucket: String, key: String, uploadID: String, number: Int, data: UnsafeRawBufferPointer, sha256: String,
+        checksumCRC32: String? = nil
+    ) throws -> String {
+        let headers = checksumCRC32.map { [HTTPHeader("x-amz-checksum-crc32", $0)] } ?? []
+        return try retrying("UploadPart", bucket: bucket, key: key) { _ in
             let request = S3Request(
                 method: "PUT", bucket: bucket, key: key, query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
-                body: Self.body(data), payloadHash: sha256)
+                headers: headers, body: Self.body(data), payloadHash: sha256)
             return Self.stripQuotes(try perform("UploadPart", request).header("ETag"))
         }
     }
 
-    public func completeMultipartUpload(bucket: String, key: String, uploadID: String, parts: [(Int, String)]) throws -> String {
+    public func completeMultipartUpload(bucket: String, key: String, uploadID: String, parts: [CompletedPart]) throws -> String {
         var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-        for (number, etag) in parts.sorted(by: { $0.0 < $1.0 }) {
-            xml += "<Part><PartNumber>\(number)</PartNumber><ETag>\"\(XMLText.escape(etag))\"</ETag></Part>"
+        for part in parts.sorted(by: { $0.number < $1.number }) {
+            xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\"\(XMLText.escape(part.etag))\"</ETag>"
+            if let crc = part.checksumCRC32 { xml += "<ChecksumCRC32>\(XMLText.escape(crc))</ChecksumCRC32>" }
+            xml += "</Part>"
         }
         xml += "</CompleteMultipartUpload>"
         let body = Data(xml.utf8)

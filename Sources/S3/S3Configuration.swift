@@ -34,6 +34,9 @@ public struct S3Configuration: Sendable {
     /// `scheme://host[:port]` of an S3-compatible store; nil for AWS.
     public var endpoint: String?
     public var pathStyle: Bool
+    /// Send CRC-32 checksums S3 verifies and stores with each object (`AWS_REQUEST_CHECKSUM_CALCULATION`:
+    /// `when_supported`, the default, or `when_required` for stores that refuse the headers).
+    public var requestChecksums: Bool
     public var credentials: CredentialSource
 
     public enum CredentialSource: Sendable {
@@ -41,8 +44,8 @@ public struct S3Configuration: Sendable {
         case webIdentity(roleARN: String, tokenFile: String, sessionName: String, stsEndpoint: String)
     }
 
-    /// Builds the configuration: flags win over `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`;
-    /// path style is on by default with an endpoint. Registers every secret with the log.
+    /// Builds the configuration: flags win over `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`
+    /// and `AWS_S3_FORCE_PATH_STYLE`; path style is on by default with an endpoint. Registers every secret with the log.
     public init(environment: Environment, endpoint: String? = nil, region: String? = nil, pathStyle: Bool? = nil, log: Log = .standardError) throws {
         self.region = region ?? environment.first("AWS_REGION", "AWS_DEFAULT_REGION") ?? "us-east-1"
         let endpoint = endpoint ?? environment.first("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -54,7 +57,13 @@ public struct S3Configuration: Sendable {
         } else {
             self.endpoint = nil
         }
-        self.pathStyle = pathStyle ?? (self.endpoint != nil)
+        self.pathStyle = try pathStyle ?? Self.boolean(environment, "AWS_S3_FORCE_PATH_STYLE") ?? (self.endpoint != nil)
+        switch environment.first("AWS_REQUEST_CHECKSUM_CALCULATION")?.lowercased() {
+        case nil, "when_supported": requestChecksums = true
+        case "when_required": requestChecksums = false
+        case let other?:
+            throw S3Error.usage("AWS_REQUEST_CHECKSUM_CALCULATION must be when_supported or when_required, not \(other)")
+        }
 
         let secret = environment.first("AWS_SECRET_ACCESS_KEY")
         let token = environment.first("AWS_SESSION_TOKEN")
@@ -74,6 +83,16 @@ public struct S3Configuration: Sendable {
             throw S3Error.credentials(
                 "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE",
                 exitCode: ExitStatus.usage)
+        }
+    }
+
+    /// A `true`/`false` variable (as the chart writes them; also `1`/`0`, `yes`/`no`); nil when unset or empty.
+    static func boolean(_ environment: Environment, _ name: String) throws -> Bool? {
+        guard let text = environment.first(name) else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw S3Error.usage("\(name) must be true or false, not \(text)")
         }
     }
 

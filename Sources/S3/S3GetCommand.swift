@@ -7,6 +7,7 @@ public struct S3GetCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "s3-get",
         abstract: "Download an S3 object to a file or stdout, checking its sha256.",
+        usage: "s3-get [<options>] <source> <destination>",
         discussion: """
             Streams the object (nothing is held in memory); a broken connection is resumed with ranged GETs
             pinned to the object's ETag. With a file destination, prints one JSON line:
@@ -15,11 +16,12 @@ public struct S3GetCommand: ParsableCommand {
             """,
         version: KDLBackupVersion.current)
 
-    @Argument(help: ArgumentHelp("The object to download, s3://BUCKET/KEY.", valueName: "source"))
-    public var source: String
+    // Positionals are optional for the parser only (see `required`); run() requires them.
+    @Argument(help: ArgumentHelp("The object to download, s3://BUCKET/KEY (required).", valueName: "source"))
+    public var source: String?
 
-    @Argument(help: ArgumentHelp("The file to write, or - for stdout.", valueName: "destination"))
-    public var destination: String
+    @Argument(help: ArgumentHelp("The file to write, or - for stdout (required).", valueName: "destination"))
+    public var destination: String?
 
     @Option(help: ArgumentHelp("Expected SHA-256 of the object (64 hex digits); a mismatch fails with exit 74.", valueName: "hex"))
     public var sha256: String?
@@ -35,6 +37,8 @@ public struct S3GetCommand: ParsableCommand {
     }
 
     public func run() throws {
+        let source = try required(source, "<source>")
+        let destination = try required(destination, "<destination>")
         try runReportingErrors(tool: "s3-get") {
             let location = try S3Location(parsing: source)
             let client = try s3.makeClient(tool: "s3-get", environment: .process)

@@ -7,14 +7,16 @@ public struct S3LsCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "s3-ls",
         abstract: "List the objects under an S3 prefix.",
+        usage: "s3-ls [<options>] <prefix>",
         discussion: """
             Lists every key under the prefix (no delimiter), following continuation tokens. Each line is
             `LAST-MODIFIED SIZE KEY`, or with --json one object a line: {"etag","key","lastModified","size"}.
             """,
         version: KDLBackupVersion.current)
 
-    @Argument(help: ArgumentHelp("The bucket and key prefix, s3://BUCKET/PREFIX.", valueName: "prefix"))
-    public var prefix: String
+    // Optional for the parser only (see `required`); run() requires it.
+    @Argument(help: ArgumentHelp("The bucket and key prefix, s3://BUCKET/PREFIX (required).", valueName: "prefix"))
+    public var prefix: String?
 
     @Flag(help: "One JSON object a line.")
     public var json = false
@@ -24,6 +26,7 @@ public struct S3LsCommand: ParsableCommand {
     public init() {}
 
     public func run() throws {
+        let prefix = try required(prefix, "<prefix>")
         try runReportingErrors(tool: "s3-ls") {
             let location = try S3Location(parsing: prefix)
             let client = try s3.makeClient(tool: "s3-ls", environment: .process)

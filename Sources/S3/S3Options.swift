@@ -39,6 +39,14 @@ public struct S3Options: ParsableArguments {
     }
 }
 
+/// The value of a positional argument the parser takes as optional: ArgumentParser reports a missing required
+/// positional before an unknown option, so `s3-put --no-such-option` would blame the positional. Usage errors
+/// (exit 64) either way.
+func required(_ value: String?, _ name: String) throws -> String {
+    guard let value else { throw ValidationError("Missing expected argument '\(name)'") }
+    return value
+}
+
 /// Runs `handler` once on SIGTERM or SIGINT, then exits with 128 + the signal number.
 enum SignalTrap {
     nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []

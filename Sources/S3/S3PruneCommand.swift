@@ -7,6 +7,7 @@ public struct S3PruneCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "s3-prune",
         abstract: "Delete old backup sets under an S3 prefix by retention rules.",
+        usage: "s3-prune [<options>] <prefix>",
         discussion: """
             Backup sets are the folders PREFIX/<id>/ whose id is a UTC time YYYYMMDDTHHMMSSZ; a set is complete
             when it holds manifest.json. A complete set is kept if either --keep-last or --keep-days keeps it
@@ -16,8 +17,9 @@ public struct S3PruneCommand: ParsableCommand {
             """,
         version: KDLBackupVersion.current)
 
-    @Argument(help: ArgumentHelp("The bucket and the prefix holding the sets, s3://BUCKET/PREFIX (not empty).", valueName: "prefix"))
-    public var prefix: String
+    // Optional for the parser only (see `required`); run() requires it.
+    @Argument(help: ArgumentHelp("The bucket and the prefix holding the sets, s3://BUCKET/PREFIX (required, not empty).", valueName: "prefix"))
+    public var prefix: String?
 
     @Option(help: ArgumentHelp("Keep the newest N complete sets (0: no count rule).", valueName: "n"))
     public var keepLast: Int = 0
@@ -56,6 +58,7 @@ public struct S3PruneCommand: ParsableCommand {
     }
 
     public func run() throws {
+        let prefix = try required(prefix, "<prefix>")
         try runReportingErrors(tool: "s3-prune") {
             let location = try S3Location(parsing: prefix)
             let trimmed = location.key.trimmingCharacters(in: CharacterSet(charactersIn: "/"))

@@ -7,20 +7,22 @@ public struct S3PutCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "s3-put",
         abstract: "Upload a file or stdin to S3, streaming, and print what was stored.",
+        usage: "s3-put [<options>] <source> <destination>",
         discussion: """
             Below the part size the object is sent with one PutObject; above it, as a multipart upload of
-            --concurrency parts at a time. Memory is about part size × (concurrency + 1): 40 MiB at the defaults.
+            --concurrency parts at a time. Part buffers take part size × max(concurrency, 2): 32 MiB at the defaults.
             A stream of unknown length doubles its part size every 1,000 parts so that up to 5 TiB fits in
             S3's 10,000 parts (memory follows the part size). Prints one JSON line:
             {"bucket","key","size","sha256","etag","parts","seconds"}, sha256 being of the bytes stored.
             """,
         version: KDLBackupVersion.current)
 
-    @Argument(help: ArgumentHelp("The file to upload, or - for stdin.", valueName: "source"))
-    public var source: String
+    // Positionals are optional for the parser only (see `required`); run() requires them.
+    @Argument(help: ArgumentHelp("The file to upload, or - for stdin (required).", valueName: "source"))
+    public var source: String?
 
-    @Argument(help: ArgumentHelp("The destination object, s3://BUCKET/KEY.", valueName: "destination"))
-    public var destination: String
+    @Argument(help: ArgumentHelp("The destination object, s3://BUCKET/KEY (required).", valueName: "destination"))
+    public var destination: String?
 
     @Option(help: ArgumentHelp("Size of each part of a multipart upload, e.g. 8MiB (5MiB to 5GiB).", valueName: "size"))
     public var partSize: String = "8MiB"
@@ -70,6 +72,8 @@ public struct S3PutCommand: ParsableCommand {
     }
 
     public func run() throws {
+        let source = try required(source, "<source>")
+        let destination = try required(destination, "<destination>")
         try runReportingErrors(tool: "s3-put") {
             let location = try S3Location(parsing: destination)
             let client = try s3.makeClient(tool: "s3-put", environment: .process)

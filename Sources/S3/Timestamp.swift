@@ -1,3 +1,4 @@
+import BackupKit
 import Foundation
 
 #if canImport(Glibc)
@@ -9,12 +10,7 @@ import Foundation
 /// The compact UTC timestamp SigV4 signs and backup ids use: `YYYYMMDDTHHMMSSZ`.
 public enum CompactTimestamp {
     public static func format(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d%02d%02dT%02d%02d%02dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
-            Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
+        UTCTime.compact(date)
     }
 
     /// Parses exactly `YYYYMMDDTHHMMSSZ` (a valid calendar time); nil for anything else.

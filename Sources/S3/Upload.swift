@@ -148,8 +148,9 @@ final class PartBuffer: @unchecked Sendable {
     }
 }
 
-/// A fixed set of part buffers shared by the reader and the uploaders: memory stays at
-/// (concurrency + 1) × part size however long the stream is.
+/// A fixed set of part buffers shared by the reader and the uploaders: the reader fills one only when one is
+/// free, so memory stays at max(concurrency, 2) × part size however long the stream is (two: the first
+/// decision, one PUT or multipart, needs the second part read).
 final class BufferPool: @unchecked Sendable {
     private let condition = NSCondition()
     private var free: [PartBuffer]
@@ -188,7 +189,7 @@ final class PartQueue: @unchecked Sendable {
     private var pending: [Part] = []
     private var closed = false
     private(set) var failure: Error?
-    private(set) var etags: [Int: String] = [:]
+    private(set) var completed: [Int: CompletedPart] = [:]
     private(set) var uploadedBytes: Int64 = 0
 
     func push(_ part: Part) {
@@ -213,9 +214,9 @@ final class PartQueue: @unchecked Sendable {
         return pending.isEmpty ? nil : pending.removeFirst()
     }
 
-    func finished(_ number: Int, etag: String, bytes: Int) {
+    func finished(_ part: CompletedPart, bytes: Int) {
         condition.lock()
-        etags[number] = etag
+        completed[part.number] = part
         uploadedBytes += Int64(bytes)
         condition.unlock()
     }
@@ -235,7 +236,7 @@ final class PartQueue: @unchecked Sendable {
     var progress: (bytes: Int64, parts: Int) {
         condition.lock()
         defer { condition.unlock() }
-        return (uploadedBytes, etags.count)
+        return (uploadedBytes, completed.count)
     }
 }
 
@@ -267,7 +268,8 @@ public final class Uploader: @unchecked Sendable {
         }
 
         var digest = SHA256Digest()
-        let pool = BufferPool(count: options.concurrency + 1)
+        let pool = BufferPool(count: max(2, options.concurrency))
+        let checksums = client.configuration.requestChecksums
 
         // The first part decides: a short stream is one PutObject.
         let first = pool.acquire(size: partSize(1, 0))
@@ -281,14 +283,17 @@ public final class Uploader: @unchecked Sendable {
         if secondLength == 0 {
             let body = first.prefix(firstLength)
             let sha = digest.finalize().hexString
-            let etag = try client.putObject(
-                bucket: location.bucket, key: location.key, data: body, sha256: sha, headers: options.headers)
+            var headers = options.headers
+            if checksums { headers.append(HTTPHeader("x-amz-checksum-crc32", CRC32.checksum(body).base64)) }
+            let etag = try client.putObject(bucket: location.bucket, key: location.key, data: body, sha256: sha, headers: headers)
             return PutResult(
                 bucket: location.bucket, key: location.key, size: Int64(firstLength), sha256: sha, etag: etag, parts: 1,
                 seconds: Self.elapsed(since: started))
         }
 
-        let uploadID = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: options.headers)
+        var createHeaders = options.headers
+        if checksums { createHeaders.append(HTTPHeader("x-amz-checksum-algorithm", "CRC32")) }
+        let uploadID = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: createHeaders)
         activeUpload.set(client: client, location: location, uploadID: uploadID)
         let queue = PartQueue()
         let done = DispatchGroup()
@@ -304,10 +309,11 @@ public final class Uploader: @unchecked Sendable {
                         var partDigest = SHA256Digest()
                         partDigest.update(body)
                         let sha = partDigest.finalize().hexString
+                        let crc = checksums ? CRC32.checksum(body).base64 : nil
                         let etag = try client.uploadPart(
                             bucket: location.bucket, key: location.key, uploadID: uploadID, number: part.number, data: body,
-                            sha256: sha)
-                        queue.finished(part.number, etag: etag, bytes: part.length)
+                            sha256: sha, checksumCRC32: crc)
+                        queue.finished(CompletedPart(number: part.number, etag: etag, checksumCRC32: crc), bytes: part.length)
                     } catch {
                         queue.fail(error)
                     }
@@ -362,7 +368,7 @@ public final class Uploader: @unchecked Sendable {
             abort(location: location, uploadID: uploadID)
             throw failure
         }
-        let parts = queue.etags.map { ($0.key, $0.value) }
+        let parts = Array(queue.completed.values)
         let etag: String
         do {
             etag = try client.completeMultipartUpload(bucket: location.bucket, key: location.key, uploadID: uploadID, parts: parts)

@@ -1,3 +1,4 @@
+import ArgumentParser
 import BackupKit
 import Foundation
 import Testing
@@ -109,6 +110,43 @@ final class MemorySource: ByteSource {
         let url = flagged.url(bucket: "kdl-backups", key: "a b/c+d", query: [("uploads", "")])
         #expect(url.url == "https://kdl-backups.minio.kdl.local:9000/a%20b/c%2Bd?uploads=")
         #expect(url.host == "kdl-backups.minio.kdl.local:9000")
+    }
+
+    /// The chart writes `AWS_S3_FORCE_PATH_STYLE` from `s3.forcePathStyle`: flag > environment > default.
+    @Test func forcePathStyleComesFromTheEnvironmentUnlessFlagged() throws {
+        let keys = ["AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t-value"]
+        func configuration(_ extra: [String: String], flag: Bool? = nil) throws -> S3Configuration {
+            try S3Configuration(environment: Environment(keys.merging(extra) { $1 }), pathStyle: flag, log: quietLog())
+        }
+        let minio = ["AWS_ENDPOINT_URL_S3": "https://minio.kdl.local:9000"]
+        #expect(try !configuration(minio.merging(["AWS_S3_FORCE_PATH_STYLE": "false"]) { $1 }).pathStyle)
+        #expect(try configuration(minio.merging(["AWS_S3_FORCE_PATH_STYLE": "FALSE"]) { $1 }, flag: true).pathStyle)
+        #expect(try configuration(minio.merging(["AWS_S3_FORCE_PATH_STYLE": ""]) { $1 }).pathStyle)
+        let aws = try configuration(["AWS_S3_FORCE_PATH_STYLE": "true", "AWS_REGION": "eu-west-1"])
+        #expect(aws.pathStyle)
+        #expect(aws.url(bucket: "kdl-backups", key: "k", query: []).url == "https://s3.eu-west-1.amazonaws.com/kdl-backups/k")
+        #expect(try !configuration(["AWS_S3_FORCE_PATH_STYLE": "true"], flag: false).pathStyle)
+        #expect(try !configuration([:]).pathStyle)
+        do {
+            _ = try configuration(["AWS_S3_FORCE_PATH_STYLE": "maybe"])
+            Issue.record("no error")
+        } catch let error as S3Error {
+            #expect(error.exitCode == ExitStatus.usage)
+            #expect("\(error)".contains("AWS_S3_FORCE_PATH_STYLE"))
+        }
+    }
+
+    @Test func requestChecksumsFollowTheAWSVariable() throws {
+        let keys = ["AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t-value"]
+        func checksums(_ value: String?) throws -> Bool {
+            var env = keys
+            env["AWS_REQUEST_CHECKSUM_CALCULATION"] = value
+            return try S3Configuration(environment: Environment(env), log: quietLog()).requestChecksums
+        }
+        #expect(try checksums(nil))
+        #expect(try checksums("WHEN_SUPPORTED"))
+        #expect(try !checksums("when_required"))
+        #expect(throws: S3Error.self) { try checksums("always") }
     }
 
     @Test func awsDefaultsToVirtualHostedStyle() throws {
@@ -243,5 +281,46 @@ final class MemorySource: ByteSource {
         #expect(request.headers.contains { $0.name == "x-amz-content-sha256" })
         #expect(!request.headers.contains { $0.value.contains("secret-for-tests-only") })
         #expect(!request.headers.contains { $0.name.lowercased() == "host" })  // curl sends Host from the URL
+    }
+}
+
+/// ArgumentParser reports a missing required positional before an unknown option; the commands take their
+/// positionals as optional so that the unknown option is what a user is told about.
+@Suite struct CommandLineTests {
+    static let commands: [(ParsableCommand.Type, [String])] = [
+        (S3PutCommand.self, ["-", "s3://kdl-backups/k"]), (S3GetCommand.self, ["s3://kdl-backups/k", "-"]),
+        (S3LsCommand.self, ["s3://kdl-backups/p"]), (S3PruneCommand.self, ["s3://kdl-backups/p"]),
+    ]
+
+    @Test func anUnknownOptionIsNamedEvenWithoutPositionals() {
+        for (command, _) in Self.commands {
+            do {
+                _ = try command.parseAsRoot(["--no-such-option"])
+                Issue.record("\(command) accepted an unknown option")
+            } catch {
+                #expect(command.message(for: error).contains("--no-such-option"))
+                #expect(command.exitCode(for: error).rawValue == 64)
+            }
+        }
+    }
+
+    @Test func aMissingPositionalIsStillAUsageError() throws {
+        for (command, arguments) in Self.commands {
+            for count in 0..<arguments.count {
+                var parsed = try command.parseAsRoot(Array(arguments.prefix(count)))
+                do {
+                    try parsed.run()
+                    Issue.record("\(command) ran without its arguments")
+                } catch {
+                    #expect(command.message(for: error).contains("Missing expected argument '<"))
+                    #expect(command.exitCode(for: error).rawValue == 64)
+                }
+            }
+        }
+    }
+
+    @Test func usageLinesShowThePositionalsAsRequired() {
+        #expect(S3PutCommand.helpMessage().contains("USAGE: s3-put [<options>] <source> <destination>"))
+        #expect(S3PruneCommand.helpMessage().contains("USAGE: s3-prune [<options>] <prefix>"))
     }
 }

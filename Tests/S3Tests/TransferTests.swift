@@ -41,6 +41,10 @@ final class FakeS3: @unchecked Sendable {
     var uploads: Set<String> = []
     var aborted: [String] = []
     var failingPart: Int?
+    /// CRC-32 checksums (base64) the parts were sent with, and whether the upload was created with that algorithm.
+    var partChecksums: [Int: String] = [:]
+    var checksumAlgorithm: String?
+    var singleChecksum: String?
     var inFlight = 0
     var maxInFlight = 0
 
@@ -50,9 +54,13 @@ final class FakeS3: @unchecked Sendable {
         let items = URLComponents(string: request.url)?.queryItems ?? []
         let value = { (name: String) in items.first { $0.name == name }?.value }
         let key = URLComponents(string: request.url)?.path ?? ""
+        let header = { (name: String) in request.headers.first { $0.name.lowercased() == name }?.value }
         switch (request.method, value("uploads"), value("partNumber")) {
         case ("POST", .some, _):
-            lock.withLock { _ = uploads.insert("upload-1") }
+            lock.withLock {
+                _ = uploads.insert("upload-1")
+                checksumAlgorithm = header("x-amz-checksum-algorithm")
+            }
             return HTTPResponse(status: 200, body: Data("<R><UploadId>upload-1</UploadId></R>".utf8))
         case ("PUT", _, .some(let number)):
             let part = Int(number) ?? 0
@@ -65,13 +73,20 @@ final class FakeS3: @unchecked Sendable {
             if failingPart == part { return HTTPResponse(status: 500, body: errorXML("InternalError", "boom")) }
             let sha = request.headers.first { $0.name == "x-amz-content-sha256" }?.value
             #expect(sha == SHA256Digest.hash(body).hexString)
-            lock.withLock { parts[part] = body }
+            let crc = header("x-amz-checksum-crc32")
+            if let crc { #expect(crc == body.withUnsafeBytes { CRC32.checksum($0).base64 }) }
+            lock.withLock {
+                parts[part] = body
+                partChecksums[part] = crc
+            }
             return HTTPResponse(status: 200, headers: [HTTPHeader("ETag", "\"etag-\(part)\"")])
         case ("POST", _, _) where value("uploadId") != nil:
             let text = String(decoding: body, as: UTF8.self)
             let numbers = XMLText.all("PartNumber", in: text).compactMap(Int.init)
             #expect(numbers == numbers.sorted())
             #expect(XMLText.all("ETag", in: text) == numbers.map { "\"etag-\($0)\"" })
+            // S3 requires each part's checksum in the completion when the upload was created with an algorithm.
+            #expect(XMLText.all("ChecksumCRC32", in: text) == (checksumAlgorithm == "CRC32" ? numbers.compactMap { partChecksums[$0] } : []))
             lock.withLock {
                 objects[key] = numbers.reduce(into: Data()) { $0.append(parts[$1] ?? Data()) }
                 uploads.remove("upload-1")
@@ -84,7 +99,12 @@ final class FakeS3: @unchecked Sendable {
             }
             return HTTPResponse(status: 204)
         case ("PUT", _, _):
-            lock.withLock { objects[key] = body }
+            let crc = header("x-amz-checksum-crc32")
+            if let crc { #expect(crc == body.withUnsafeBytes { CRC32.checksum($0).base64 }) }
+            lock.withLock {
+                objects[key] = body
+                singleChecksum = crc
+            }
             return HTTPResponse(status: 200, headers: [HTTPHeader("ETag", "\"single\"")])
         default:
             return HTTPResponse(status: 400, body: errorXML("NotImplemented", request.method))
@@ -93,11 +113,11 @@ final class FakeS3: @unchecked Sendable {
 }
 
 @Suite struct UploaderTests {
-    func uploader(_ s3: FakeS3, partSize: Int64 = 1000, concurrency: Int = 3) throws -> Uploader {
+    func uploader(_ s3: FakeS3, partSize: Int64 = 1000, concurrency: Int = 3, environment: [String: String] = [:]) throws -> Uploader {
         var options = PutOptions()
         options.partSize = partSize
         options.concurrency = concurrency
-        return Uploader(client: try makeClient(s3.transport, retries: 2), options: options, log: quietLog())
+        return Uploader(client: try makeClient(s3.transport, retries: 2, environment: environment), options: options, log: quietLog())
     }
 
     func random(_ count: Int) -> Data {
@@ -128,6 +148,31 @@ final class FakeS3: @unchecked Sendable {
         #expect(s3.objects["/b/dir/k"] == data)
         #expect(s3.maxInFlight <= 3)
         #expect(s3.uploads.isEmpty)
+        #expect(s3.checksumAlgorithm == "CRC32")
+        #expect(s3.partChecksums.count == 11)
+    }
+
+    /// Like the AWS SDKs: CRC-32 checksums by default, none with AWS_REQUEST_CHECKSUM_CALCULATION=when_required.
+    @Test(arguments: [false, true])
+    func checksumsCanBeTurnedOff(multipart: Bool) throws {
+        let s3 = FakeS3()
+        let data = random(multipart ? 2_500 : 500)
+        let off = ["AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"]
+        _ = try uploader(s3, environment: off).upload(from: MemorySource(data), to: S3Location(bucket: "b", key: "k"))
+        #expect(s3.objects["/b/k"] == data)
+        #expect(s3.checksumAlgorithm == nil && s3.partChecksums.isEmpty && s3.singleChecksum == nil)
+        #expect(!s3.transport.sent.contains { $0.request.headers.contains { $0.name.hasPrefix("x-amz-checksum") } })
+        let on = FakeS3()
+        _ = try uploader(on).upload(from: MemorySource(data), to: S3Location(bucket: "b", key: "k"))
+        #expect(multipart ? on.partChecksums.count == 3 : on.singleChecksum != nil)
+    }
+
+    /// One uploader still needs two buffers: the first part and the one that decides on multipart.
+    @Test func oneUploaderAtATimeCompletes() throws {
+        let s3 = FakeS3()
+        let data = random(4_200)
+        let result = try uploader(s3, concurrency: 1).upload(from: MemorySource(data, chunk: 100), to: S3Location(bucket: "b", key: "k"))
+        #expect(result.parts == 5 && s3.objects["/b/k"] == data && s3.maxInFlight == 1)
     }
 
     @Test func aPartThatKeepsFailingAbortsTheUpload() throws {
