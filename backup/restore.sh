@@ -17,7 +17,7 @@
 # BACKUP_VERIFY_SCRATCH_PGDATABASE (verify: also restore the Gitea dump into this scratch database, then drop it).
 # `verify latest` reports its outcome with `notify --event verify` (NOTIFY_*; docs/operations.md), pass or fail.
 # Exit: 0 ok, 1 failure, 64 usage, 66 unknown id or no complete set, 69 target or S3 unreachable,
-#       74 checksum, size or format mismatch, 77 wrong identity or permission refused.
+#       74 checksum, size or format mismatch, 77 wrong identity or permission refused, 130/143 stopped by SIGINT/SIGTERM.
 set -Eeuo pipefail
 umask 077
 
@@ -365,6 +365,9 @@ main() {
   parse_options "$@"
   [[ "$cmd" == verify && "${ARGS[*]}" == latest ]] && VERIFY_REPORT=true
   trap on_exit EXIT
+  # A stopped run (the Job's activeDeadlineSeconds, ^C) fails: reported, scratch database dropped.
+  trap 'die 143 "stopped by SIGTERM"' TERM
+  trap 'die 130 "stopped by SIGINT"' INT
   setup_env
   "cmd_$cmd"
 }

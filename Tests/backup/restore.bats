@@ -141,6 +141,22 @@ setup() {
   assert_output 'notify --event verify --status failure --checked failed: no complete backup set with status success under s3://kdl-backups/kdl-backup/ --log-tail '"$(grep -o "$TMPDIR/kdl-restore[^ ]*/restore.log" "$STUB_LOG")"
 }
 
+@test "verify latest stopped by SIGTERM exits 143 and reports the failure" {
+  fake_set 20240101T000000Z success
+  mkdir -p "$T/slow"
+  printf '#!/usr/bin/env bash\nsleep 0.3\nexec %q "$@"\n' "$BATS_TEST_DIRNAME/restore-stubs/bin/s3-get" >"$T/slow/s3-get"
+  chmod +x "$T/slow/s3-get"
+  PATH="$T/slow:$PATH" "$RESTORE_SH" verify latest >"$T/out" 2>"$T/err" &
+  local pid=$! status=0
+  sleep 1
+  kill -TERM "$pid"
+  wait "$pid" || status=$?
+  assert_equal "$status" 143
+  assert_equal "$(grep -v '^ts=' "$T/err" | tail -n 1)" 'restore.sh: stopped by SIGTERM'
+  run grep '^notify ' "$STUB_LOG"
+  assert_output --regexp '^notify --event verify --status failure .* --checked failed: stopped by SIGTERM --log-tail '
+}
+
 @test "verify latest: no notify on PATH is a warning, not a failure" {
   fake_set 20240101T000000Z success
   mkdir -p "$T/stubs"
