@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Summary: measure s3-put against the AWS CLI on the local S3 (moto with signatures checked) and its peak RSS
 #          at two object sizes; prints a markdown table of figures vs issue 3's targets.
-# Usage: scripts/bench/s3.sh [SIZE_MiB]   (default 1024; KDL_BIN_DIR: release helpers, default .build/release;
-#                                          KDL_STACK_ENV: a running stack's env file, else a private S3 is started)
+# Usage: scripts/bench/s3.sh [SIZE_MiB]   (default 1024; KDL_BIN_DIR: the helpers as the image ships them,
+#                                          built by `swift build -c release --static-swift-stdlib`, default
+#                                          .build/release; KDL_STACK_ENV: a running stack's env file, else a
+#                                          private S3 is started; S3_BENCH_RUNS: runs per client, default 3)
 #
 # The stream is read from stdin by both clients. moto's own ingest dominates and varies from run to run,
-# so each client runs at least twice, alternating, and the best runs are compared.
+# so each client runs at least twice, alternating, and the best runs are compared. Both clients send
+# CRC-32 checksums (the AWS CLI's default and s3-put's), so moto does the same work for each.
 set -Eeuo pipefail
 umask 077
 
@@ -15,7 +18,7 @@ PYTHON=$ROOT/.venv/bin/python
 AWS=$ROOT/.venv/bin/aws
 SIZE_MIB=${1:-1024}
 SMALL_MIB=256
-RUNS=2
+RUNS=${S3_BENCH_RUNS:-3}
 WORK=""
 S3_PID=""
 
@@ -61,6 +64,11 @@ best() { sort -n | head -n1; }
 
 main() {
   [[ -x "$BIN_DIR/s3-put" ]] || { echo "s3 bench: no s3-put in $BIN_DIR" >&2; exit 1; }
+  # A build without --static-swift-stdlib maps libswiftCore/Foundation/ICU (~30 MiB more RSS): not what ships.
+  if ldd "$BIN_DIR/s3-put" | grep -q 'libswiftCore\.so'; then
+    echo "s3 bench: $BIN_DIR/s3-put links the Swift runtime dynamically; build it with swift build -c release --static-swift-stdlib" >&2
+    exit 1
+  fi
   WORK=$(mktemp -d)
   trap cleanup EXIT
   start_s3
