@@ -113,7 +113,7 @@ def mlflow_dbs(root):
 def compare_mlflow(source, restored):
     want, got = mlflow_dbs(source), mlflow_dbs(restored)
     differing = [name for name in want if name not in got or
-                 run("sqlite3", str(want[name]), ".dump") != run("sqlite3", str(got[name]), ".dump")]
+                 run("sqlite3", "-readonly", str(want[name]), ".dump") != run("sqlite3", "-readonly", str(got[name]), ".dump")]
     return not differing and bool(want), f"{len(want)} stores", f"{len(got)} stores", differing
 
 

@@ -151,7 +151,8 @@ def test_restore_kubernetes_output_equals_a_fresh_export(full, tmp_path):
 
 def _copy_store(source_db, folder, sql):
     folder.mkdir(parents=True)
-    src, dst = sqlite3.connect(source_db), sqlite3.connect(folder / "mlflow.db")
+    # Read-only: a read-write connection's close would checkpoint and delete the shared stack's WAL files.
+    src, dst = sqlite3.connect(f"file:{source_db}?mode=ro", uri=True), sqlite3.connect(folder / "mlflow.db")
     try:
         src.backup(dst)
         dst.executescript(sql)
