@@ -384,6 +384,7 @@ def test_all_features(chart):
         "NOTIFY_MAIL_TO": "ops@example.com, data@example.com",
         "NOTIFY_PUSHGATEWAY_URL": "http://prometheus-pushgateway.monitoring:9091",
         "NOTIFY_HEALTHCHECK_URL": "https://hc-ping.com/s3cr3t-uuid",
+        "NOTIFY_VERIFY_HEALTHCHECK_URL": "https://hc-ping.com/s3cr3t-verify-uuid",
     }
     rules = rendered.get("Role", "kdl-backup")["rules"]
     assert {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]} == {
@@ -517,6 +518,6 @@ def _secret_literals(values: dict) -> list[str]:
     found = [
         s3.get("awsAccessKeyID", "aws-access-key-id"), s3.get("awsSecretAccessKey", "aws-secret-access-key"),
         notify.get("slackWebhookURL"), notify.get("webhookURL"), notify.get("webhookSecret"),
-        smtp.get("password"), notify.get("healthcheckURL"), uri,
+        smtp.get("password"), notify.get("healthcheckURL"), notify.get("verifyHealthcheckURL"), uri,
     ]
     return [value for value in found if value and re.search(r"\w{4}", value)]

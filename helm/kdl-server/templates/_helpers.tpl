@@ -90,7 +90,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   "NOTIFY_MAIL_FROM" $n.smtp.from
   "NOTIFY_MAIL_TO" $n.smtp.to
   "NOTIFY_PUSHGATEWAY_URL" $n.pushgatewayURL
-  "NOTIFY_HEALTHCHECK_URL" $n.healthcheckURL }}
+  "NOTIFY_HEALTHCHECK_URL" $n.healthcheckURL
+  "NOTIFY_VERIFY_HEALTHCHECK_URL" $n.verifyHealthcheckURL }}
 {{- range $key := keys $data | sortAlpha }}
 {{- with get $data $key }}
 {{ $key }}: {{ . | b64enc | quote }}
