@@ -186,12 +186,17 @@ public final class S3Client: Sendable {
         return id
     }
 
+    /// What PutObject and UploadPart carry for S3 to verify and keep a CRC-32, as the AWS SDKs send it.
+    static func checksumHeaders(crc32: String) -> [HTTPHeader] {
+        [HTTPHeader("x-amz-checksum-crc32", crc32), HTTPHeader("x-amz-sdk-checksum-algorithm", "CRC32")]
+    }
+
     /// UploadPart; `checksumCRC32` (base64) is sent for S3 to verify and keep when the upload was created with it.
     public func uploadPart(
         bucket: String, key: String, uploadID: String, number: Int, data: UnsafeRawBufferPointer, sha256: String,
         checksumCRC32: String? = nil
     ) throws -> String {
-        let headers = checksumCRC32.map { [HTTPHeader("x-amz-checksum-crc32", $0)] } ?? []
+        let headers = checksumCRC32.map { Self.checksumHeaders(crc32: $0) } ?? []
         return try retrying("UploadPart", bucket: bucket, key: key) { _ in
             let request = S3Request(
                 method: "PUT", bucket: bucket, key: key, query: [("partNumber", "\(number)"), ("uploadId", uploadID)],

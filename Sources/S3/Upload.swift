@@ -284,7 +284,7 @@ public final class Uploader: @unchecked Sendable {
             let body = first.prefix(firstLength)
             let sha = digest.finalize().hexString
             var headers = options.headers
-            if checksums { headers.append(HTTPHeader("x-amz-checksum-crc32", CRC32.checksum(body).base64)) }
+            if checksums { headers += S3Client.checksumHeaders(crc32: CRC32.checksum(body).base64) }
             let etag = try client.putObject(bucket: location.bucket, key: location.key, data: body, sha256: sha, headers: headers)
             return PutResult(
                 bucket: location.bucket, key: location.key, size: Int64(firstLength), sha256: sha, etag: etag, parts: 1,

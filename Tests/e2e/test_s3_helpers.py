@@ -409,3 +409,68 @@ def test_sigterm_aborts_the_multipart_upload_in_progress(helpers, s3):
         process.wait()
     assert client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) == 0
+
+
+def crc32_b64(data):
+    import base64
+    import zlib
+
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_uploads_carry_crc32_checksums_that_s3_keeps(helpers, s3, tmp_path):
+    """Like the AWS CLI: CRC-32 per part (a composite checksum of the parts) or of the single PutObject."""
+    client = boto(s3)
+    bucket = s3["BACKUP_S3_BUCKET"]
+    small, big = os.urandom(1000), os.urandom(12 * MiB + 3)
+    prefix = unique("checksums")
+    run(helpers, "s3-put", "-", f"s3://{bucket}/{prefix}/small", env=s3, input=small)
+    run(helpers, "s3-put", "--part-size", "5MiB", "-", f"s3://{bucket}/{prefix}/big", env=s3, input=big)
+    head = client.head_object(Bucket=bucket, Key=f"{prefix}/small", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == crc32_b64(small)
+    import base64
+
+    parts = [big[i:i + 5 * MiB] for i in range(0, len(big), 5 * MiB)]
+    composite = b"".join(base64.b64decode(crc32_b64(part)) for part in parts)
+    head = client.head_object(Bucket=bucket, Key=f"{prefix}/big", ChecksumMode="ENABLED")
+    # S3 answers a composite checksum as "<crc of the part crcs>-<parts>"; moto's HeadObject leaves out the count.
+    assert head["ChecksumCRC32"] in (f"{crc32_b64(composite)}-3", crc32_b64(composite))
+    assert client.get_object(Bucket=bucket, Key=f"{prefix}/big")["Body"].read() == big
+
+
+def test_checksums_can_be_turned_off_for_stores_that_refuse_them(helpers, s3):
+    client = boto(s3)
+    bucket = s3["BACKUP_S3_BUCKET"]
+    key = f"{unique('no-checksum')}/object"
+    data = os.urandom(1000)
+    run(helpers, "s3-put", "-", f"s3://{bucket}/{key}", env={**s3, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}, input=data)
+    head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" not in head
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    bad = run(helpers, "s3-ls", f"s3://{bucket}/{key}", env={**s3, "AWS_REQUEST_CHECKSUM_CALCULATION": "sometimes"}, check=False)
+    assert bad.returncode == 64 and b"AWS_REQUEST_CHECKSUM_CALCULATION" in bad.stderr
+
+
+def test_force_path_style_from_the_environment(helpers, s3):
+    """The chart's s3.forcePathStyle arrives as AWS_S3_FORCE_PATH_STYLE; --path-style/--no-path-style win."""
+    bucket = s3["BACKUP_S3_BUCKET"]
+    key = f"{unique('path-style')}/object"
+    run(helpers, "s3-put", "-", f"s3://{bucket}/{key}", env={**s3, "AWS_S3_FORCE_PATH_STYLE": "true"}, input=b"x")
+    virtual = {**s3, "AWS_S3_FORCE_PATH_STYLE": "false"}
+    # Virtual-hosted style puts the bucket in the host name, which does not resolve on loopback.
+    refused = run(helpers, "s3-ls", "--retries", "0", f"s3://{bucket}/{key}", env=virtual, check=False)
+    assert refused.returncode == 69, refused.stderr.decode()
+    assert b"resolve host" in refused.stderr
+    listed = run(helpers, "s3-ls", "--path-style", f"s3://{bucket}/{key}", env=virtual)
+    assert key.encode() in listed.stdout
+    bad = run(helpers, "s3-ls", f"s3://{bucket}/{key}", env={**s3, "AWS_S3_FORCE_PATH_STYLE": "maybe"}, check=False)
+    assert bad.returncode == 64
+    assert bad.stderr.decode().strip().count("\n") == 0 and "AWS_S3_FORCE_PATH_STYLE" in bad.stderr.decode()
+
+
+def test_an_unknown_option_is_named_before_a_missing_argument(helpers):
+    for tool in ("s3-put", "s3-get", "s3-ls", "s3-prune"):
+        result = run(helpers, tool, "--no-such-option", env={}, check=False)
+        assert result.returncode == 64 and b"--no-such-option" in result.stderr
+        result = run(helpers, tool, env={}, check=False)
+        assert result.returncode == 64 and b"Missing expected argument" in result.stderr
