@@ -42,13 +42,13 @@ cleanup() {
 # build: the release helpers, as the image ships them.
 build() {
   say "build the helpers (swift build -c release --static-swift-stdlib)"
-  (cd "$ROOT" && swift build -c release --static-swift-stdlib 2>&1 | grep -E 'error|warning:|Compiling|Build' | tail -n 3)
+  (cd "$ROOT" && swift build -c release --static-swift-stdlib 2>&1 | grep -E 'error:|Build complete' | tail -n 3)
   BIN_DIR=$(cd "$ROOT" && swift build -c release --static-swift-stdlib --show-bin-path)
 }
 
 start_stack() {
   say "start the local KDL stack and seed it ($SEED)"
-  mkdir -p "$DEMO_DIR/stack"
+  mkdir -p -m 0755 "$DEMO_DIR/stack"
   "$ROOT/scripts/stack/up.sh" --dir "$DEMO_DIR/stack" --seed "$SEED" >&2
   set -a
   # shellcheck source=/dev/null
@@ -117,6 +117,7 @@ main() {
   "$ROOT/scripts/setup.sh"
   build
   DEMO_DIR=$(mktemp -d /tmp/kdl-demo.XXXXXX)
+  chmod 0711 "$DEMO_DIR"  # the stack's PostgreSQL runs as the postgres user and must reach its folder
   trap cleanup EXIT
   start_stack
   make_keys
