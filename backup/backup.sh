@@ -517,9 +517,6 @@ put_object() {
   local seconds
   seconds=$(kdl_seconds_since "$start")
   error=$(pipeline_error "$dir")
-  if [[ -z "$error" ]] && ! jq -e 'has("sha256") and has("size")' "$dir/put.json" >/dev/null 2>&1; then
-    error="s3-put printed no result line"
-  fi
   if [[ -n "$error" ]]; then
     component_error "$step: $error (a partial object may remain at $key; the manifest does not list it)"
     return 1
@@ -531,15 +528,19 @@ put_object() {
   else
     component_error "$step: verification of $key failed: $(kdl_tail_text "$dir/verify.err" 2)"
   fi
-  if [[ -s "$dir/verify.out" ]] && jq -e 'type == "object"' "$dir/verify.out" >/dev/null 2>&1; then
-    details_merge "$(jq -c --arg step "$step" '{($step): .}' "$dir/verify.out")"
+  if [[ -s "$dir/verify.out" ]]; then details_merge_file "$step" "$dir/verify.out"; fi
+  local record size sha
+  if ! IFS=$'\t' read -r record size sha < <(jq -r --arg key "$key" --arg format "$format" \
+    --argjson encrypted "$(encrypted && echo true || echo false)" --argjson verified "$verified" \
+    'select(has("sha256") and has("size")) | [({key: $key, bytes: .size, sha256: .sha256, format: $format,
+      encrypted: $encrypted, verified: $verified} | tojson), .size, .sha256] | @tsv' "$dir/put.json" 2>/dev/null) ||
+    [[ -z "$sha" ]]; then
+    component_error "$step: s3-put printed no result line for $key"
+    return 1
   fi
-  jq -c --arg key "$key" --arg format "$format" --argjson encrypted "$(encrypted && echo true || echo false)" \
-    --argjson verified "$verified" \
-    '{key: $key, bytes: .size, sha256: .sha256, format: $format, encrypted: $encrypted, verified: $verified}' \
-    "$dir/put.json" >>"$COMPONENT_DIR/objects.jsonl"
-  log info step="$step" key="$key" bytes="$(jq -r .size "$dir/put.json")" sha256="$(jq -r .sha256 "$dir/put.json")" \
-    verified="$verified" encrypted="$(encrypted && echo true || echo false)" seconds="$seconds"
+  printf '%s\n' "$record" >>"$COMPONENT_DIR/objects.jsonl"
+  log info step="$step" key="$key" bytes="$size" sha256="$sha" verified="$verified" \
+    encrypted="$(encrypted && echo true || echo false)" seconds="$seconds"
   [[ "$verified" == true || "$verifier" == - ]]
 }
 
@@ -599,6 +600,14 @@ details_merge() {
   local merged
   merged=$(jq -c --argjson add "$1" '. * $add' "$COMPONENT_DIR/details.json") &&
     printf '%s\n' "$merged" >"$COMPONENT_DIR/details.json"
+}
+
+# details_merge_file KEY FILE: the JSON object in FILE (a verifier's report) as details.KEY.
+details_merge_file() {
+  local merged
+  merged=$(jq -c --arg k "$1" --slurpfile v "$2" '.[$k] = (($v[0] // {}) | if type == "object" then . else {} end)' \
+    "$COMPONENT_DIR/details.json" 2>/dev/null) && printf '%s\n' "$merged" >"$COMPONENT_DIR/details.json"
+  return 0
 }
 
 # produce_pg_dump: Gitea's database in pg_dump's custom format (password from PGPASSWORD).
@@ -678,27 +687,36 @@ component_mongodb() {
   done
 }
 
-# mlflow_stores FILE: the stores of an mlflow-scan document, one compact JSON object a line.
+# mlflow_stores FILE: the stores of an mlflow-scan document, one line each of tab-separated
+# project, path, status, error, artifact folders (comma-joined) and the store's details JSON,
+# separated by \x1f (a tab would let read merge empty fields).
 mlflow_stores() {
-  jq -c 'if type == "array" then .[] else (.stores // [])[] end' "$1"
+  jq -r 'if type == "array" then .[] else (.stores // [])[] end
+    | (.path // "") as $path | ($path | sub("/[^/]*$"; "")) as $dir
+    | [(.project // ""), $path, (.status // ""), (.error // "no detail"),
+       ([(.artifacts // [])[] | if type == "object" then (.path // .name) else . end | select(. != null)
+         | sub("^" + ($dir | gsub("[.^$*+?()\\[\\]{}|\\\\]"; "\\\\\(.)")) + "/"; "")] | join(",")),
+       ({project, folder: ($dir | sub("^.*/"; "")), path, dbBytes, journalMode, experiments, runs, artifacts,
+         status, error} | tojson)] | map(tostring) | join("\u001f")' "$1"
 }
 
-# snapshot_store STORE_JSON: a consistent snapshot of one store (SQLite online backup API,
-# integrity-checked, by mlflow-scan) in $WORK/snapshot; prints the snapshot's scan entry.
+# snapshot_store PROJECT PATH: a consistent snapshot of one store (SQLite online backup API,
+# integrity-checked, by mlflow-scan) under $WORK/snapshot; prints the snapshot's path and
+# integrity result and error, separated by \x1f.
 snapshot_store() {
-  local store=$1 path project root
-  path=$(jq -r .path <<<"$store")
-  project=$(jq -r .project <<<"$store")
-  root=$(dirname "$path")
+  local project=$1 path=$2
   rm -rf -- "$WORK/snapshot" && mkdir -p "$WORK/snapshot"
-  kdl_run_job mlflow-scan --max-depth 0 --snapshot "$WORK/snapshot" "$root" >"$COMPONENT_DIR/snapshot.json" 2>"$COMPONENT_DIR/snapshot.err" || return 1
-  mlflow_stores "$COMPONENT_DIR/snapshot.json" | jq -c --arg p "$project" 'select(.project == $p)' | head -n1
+  kdl_run_job mlflow-scan --max-depth 0 --snapshot "$WORK/snapshot" "$(dirname "$path")" \
+    >"$COMPONENT_DIR/snapshot.json" 2>"$COMPONENT_DIR/snapshot.err" || return 1
+  jq -r --arg p "$project" '[(if type == "array" then .[] else (.stores // [])[] end) | select(.project == $p)][0]
+    | select(. != null) | [(.snapshot.path // ""), (.snapshot.integrity // ""), (.snapshot.error // .error // "")] | join("\u001f")' \
+    "$COMPONENT_DIR/snapshot.json"
 }
 
 # component_mlflow: per MLflow store (one at a time): mlflow/<project>/mlflow.db.zst from a
 # consistent snapshot (removed right after upload) and artifacts.tar.zst for local artifacts.
 component_mlflow() {
-  local error store project path status snap snapfile folder folders seen=" "
+  local error project path status detail artifacts store_json snapfile integrity snap_error seen=" " folders
   error=$(check_error mlflow)
   if [[ -n "$error" ]]; then
     component_error "mlflow-scan: skipped: $error"
@@ -708,20 +726,17 @@ component_mlflow() {
     component_error "mlflow-scan: $(kdl_tail_text "$COMPONENT_DIR/scan.err" 2)"
     return 0
   fi
-  details_merge '{"root": "", "projects": [], "skipped": []}'
-  details_merge "$(jq -nc --arg r "$MLFLOW_DIR" '{root: $r}')"
-  while IFS= read -r store; do
-    project=$(jq -r '.project // ""' <<<"$store")
-    path=$(jq -r '.path // ""' <<<"$store")
-    status=$(jq -r '.status // ""' <<<"$store")
+  : >"$COMPONENT_DIR/projects.jsonl"
+  : >"$COMPONENT_DIR/skipped.jsonl"
+  while IFS=$'\x1f' read -r project path status detail artifacts store_json; do
     if [[ "$status" == not-mlflow ]]; then
-      details_append skipped "$(jq -c '{path, status, error}' <<<"$store")"
+      printf '%s\n' "$store_json" >>"$COMPONENT_DIR/skipped.jsonl"
       log info step=mlflow-scan path="$path" status="$status" "not an MLflow store: left out"
       continue
     fi
     if [[ "$status" != ok ]]; then
-      component_error "mlflow store $path: $status: $(jq -r '.error // "no detail"' <<<"$store")"
-      details_append skipped "$(jq -c '{path, status, error}' <<<"$store")"
+      component_error "mlflow store $path: $status: $detail"
+      printf '%s\n' "$store_json" >>"$COMPONENT_DIR/skipped.jsonl"
       continue
     fi
     if [[ ! "$project" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
@@ -733,38 +748,32 @@ component_mlflow() {
       continue
     fi
     seen+="$project "
-    if ! snap=$(snapshot_store "$store") || [[ -z "$snap" ]]; then
-      component_error "mlflow snapshot of $path failed: $(kdl_tail_text "$COMPONENT_DIR/snapshot.err" 2)"
-      continue
-    fi
-    snapfile=$(jq -r '.snapshot.path // ""' <<<"$snap")
-    if [[ -z "$snapfile" || ! -f "$snapfile" ]]; then
-      component_error "mlflow snapshot of $path: mlflow-scan wrote no snapshot ($(jq -r '.snapshot.error // .error // "no detail"' <<<"$snap"))"
+    snapfile="" integrity="" snap_error=""
+    if ! IFS=$'\x1f' read -r snapfile integrity snap_error < <(snapshot_store "$project" "$path") || [[ -z "$snapfile" || ! -f "$snapfile" ]]; then
+      component_error "mlflow snapshot of $path failed: ${snap_error:-$(kdl_tail_text "$COMPONENT_DIR/snapshot.err" 2)}"
       continue
     fi
     VERIFIED_BY_PRODUCER=false
-    if [[ "$(jq -r '.snapshot.integrity // ""' <<<"$snap")" == ok ]]; then VERIFIED_BY_PRODUCER=true; fi
+    [[ "$integrity" == ok ]] && VERIFIED_BY_PRODUCER=true
     put_object "mlflow-$project" "mlflow/$project/mlflow.db.zst" sqlite+zstd zstd - cat "$snapfile" || true
     VERIFIED_BY_PRODUCER=false
     rm -rf -- "$WORK/snapshot"
-    folder=$(basename "$(dirname "$path")")
-    details_append projects "$(jq -c --arg folder "$folder" '{project, folder: $folder, path, dbBytes, journalMode, experiments, runs, artifacts}' <<<"$store")"
-    mapfile -t folders < <(jq -r '(.artifacts // [])[] | if type == "object" then (.path // .name) else . end | select(. != null)' <<<"$store" |
-      while IFS= read -r folder; do
-        folder=${folder#"$(dirname "$path")/"}
-        [[ -n "$folder" && "$folder" != /* && "$folder" != *..* ]] && printf '%s\n' "$folder"
-      done)
-    if ((${#folders[@]})); then
-      put_object "artifacts-$project" "mlflow/$project/artifacts.tar.zst" tar+zstd zstd verify_tar produce_tar "$(dirname "$path")" "${folders[@]}" || true
+    printf '%s\n' "$store_json" >>"$COMPONENT_DIR/projects.jsonl"
+    folders=()
+    if [[ -n "$artifacts" ]]; then
+      IFS=, read -r -a folders <<<"$artifacts"
+      local folder safe=()
+      for folder in "${folders[@]}"; do
+        [[ -n "$folder" && "$folder" != /* && "$folder" != *..* ]] && safe+=("$folder")
+      done
+      if ((${#safe[@]})); then
+        put_object "artifacts-$project" "mlflow/$project/artifacts.tar.zst" tar+zstd zstd verify_tar produce_tar "$(dirname "$path")" "${safe[@]}" || true
+      fi
     fi
   done < <(mlflow_stores "$COMPONENT_DIR/scan.json")
-}
-
-# details_append KEY JSON: appends JSON to the array KEY of the running component's details.
-details_append() {
-  local merged
-  merged=$(jq -c --arg k "$1" --argjson v "$2" '.[$k] = ((.[$k] // []) + [$v])' "$COMPONENT_DIR/details.json") &&
-    printf '%s\n' "$merged" >"$COMPONENT_DIR/details.json"
+  details_merge "$(jq -nc --arg r "$MLFLOW_DIR" --slurpfile p "$COMPONENT_DIR/projects.jsonl" --slurpfile s "$COMPONENT_DIR/skipped.jsonl" \
+    '{root: $r, projects: [$p[] | del(.status, .error)], skipped: [$s[] | {path, status, error}]}')"
+  return 0
 }
 
 # produce_k8s_export RESOURCE [NAME_REGEX]: the cleaned objects of RESOURCE as YAML.
