@@ -274,7 +274,7 @@ check_s3() {
     return "$code"
   fi
   status=0
-  kdl_run_job s3-ls "s3://$KDL_BUCKET/$KDL_PREFIX/$BACKUP_ID/" >"$WORK/checks/existing.txt" 2>"$WORK/checks/existing.err" || status=$?
+  kdl_run_job s3-ls "s3://$KDL_BUCKET/$KDL_PREFIX/$BACKUP_ID" >"$WORK/checks/existing.txt" 2>"$WORK/checks/existing.err" || status=$?
   if ((status != 0)); then
     code=$(s3_status_to_exit "$status")
     check_fail s3 "$code" "S3 list of s3://$KDL_BUCKET/$KDL_PREFIX/$BACKUP_ID/ failed (s3-ls exit $status): $(kdl_tail_text "$WORK/checks/existing.err" 2)"
