@@ -7,7 +7,6 @@ otherwise, and always for keys with `+ = $ ;` or unicode, they use Tests/fixture
 import hashlib
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -23,18 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "Tests" / "fixtures"
 MiB = 1 << 20
 
-
-def parse_env_file(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[len("export "):]
-        if "=" in line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            parts = shlex.split(value) or [""]
-            env[name] = parts[0]
-    return env
+sys.path.insert(0, str(FIXTURES))
+from stack_env import load_stack_env as parse_env_file  # noqa: E402  (the one parser of export-line env files)
 
 
 def wait_for(path, process, seconds=60):
