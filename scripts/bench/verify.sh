@@ -10,14 +10,17 @@
 # read = the set's size), no process above 64 MiB RSS (issue 7's bound), and temporary disk no larger
 # than the largest MLflow database plus 1 MiB of manifests and logs (verify stages one database at a
 # time for PRAGMA integrity_check). Peak RSS is the largest VmHWM in the run's process tree (the
-# mongorestore test double included), sampled every 0.1 s, as is TMPDIR's size.
+# mongorestore test double included; its name is shown), sampled every 0.1 s, as is TMPDIR's size.
 set -Eeuo pipefail
 umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# measure NAME DISK_DIR CMD... (and PY, WORK) from the backup bench, which is sourceable.
+# shellcheck source=scripts/bench/backup.sh
+source "$ROOT/scripts/bench/backup.sh"
 BIN_DIR=${KDL_BIN_DIR:-$ROOT/.build/release}
-PY="$ROOT/.venv/bin/python"
-STACK_DIR=""
+# Not STACK_DIR: stack.env sets that one, and only a stack started here may be stopped.
+OWN_STACK=""
 WORK=""
 ROLE=""
 
@@ -26,69 +29,25 @@ cleanup() {
     PGUSER=$STACK_PG_SUPERUSER PGPASSWORD=$STACK_PG_SUPERUSER_PASSWORD psql -X -q -d postgres \
       -c "DROP DATABASE IF EXISTS bench_restored WITH (FORCE)" -c "DROP ROLE IF EXISTS $ROLE" >/dev/null 2>&1 || true
   fi
-  if [[ -n "$STACK_DIR" ]]; then
-    "$ROOT/scripts/stack/down.sh" --dir "$STACK_DIR" >/dev/null 2>&1 || true
-    rm -rf "$STACK_DIR"
+  if [[ -n "$OWN_STACK" ]]; then
+    "$ROOT/scripts/stack/down.sh" --dir "$OWN_STACK" >/dev/null 2>&1 || true
+    rm -rf "$OWN_STACK"
   fi
   if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi
 }
 
-# measure NAME CMD...: runs CMD with TMPDIR=$WORK/tmp-NAME, sampling its process tree's VmHWM and TMPDIR's
-# size; prints "seconds status peak_rss_kib peak_tmp_bytes".
-measure() {
+# run_measured NAME CMD...: CMD with TMPDIR=$WORK/tmp-NAME through bench/backup.sh's measure (process
+# tree VmHWM and TMPDIR sampled every 0.1 s); prints "seconds status peak_rss_kib peak_tmp_bytes process".
+run_measured() {
   local name=$1
   shift
   mkdir -p "$WORK/tmp-$name"
-  TMPDIR="$WORK/tmp-$name" "$PY" - "$WORK/tmp-$name" "$@" <<'PYEOF'
-import os, subprocess, sys, time
-
-tmp, argv = sys.argv[1], sys.argv[2:]
-
-def tree(root):
-    kids = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(pid))
-        except OSError:
-            pass
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
-
-def hwm(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return 0
-
-def disk(path):
-    total = 0
-    for base, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(base, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
-start = time.monotonic()
-proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(os.path.dirname(tmp), os.path.basename(tmp) + ".err"), "w"))
-rss = tmp_peak = 0
-while proc.poll() is None:
-    rss = max([rss] + [hwm(p) for p in tree(proc.pid)])
-    tmp_peak = max(tmp_peak, disk(tmp))
-    time.sleep(0.1)
-print(f"{time.monotonic() - start:.2f} {proc.returncode} {rss} {tmp_peak}")
-PYEOF
+  TMPDIR="$WORK/tmp-$name" measure "$name" "$WORK/tmp-$name" "$@"
   # A failed run's own error lines (not its logfmt progress), for the note under the table.
-  if [[ -s "$WORK/tmp-$name.err" ]] && grep -qv '^ts=' "$WORK/tmp-$name.err"; then
-    grep -v '^ts=' "$WORK/tmp-$name.err" | tail -n 3 >&2
+  if [[ -s "$WORK/$name.json.log" ]] && grep -qv '^ts=' "$WORK/$name.json.log"; then
+    grep -v '^ts=' "$WORK/$name.json.log" | tail -n 3 >&2
   fi
+  jq -r '"\(.seconds * 100 | round / 100) \(.status) \(.peak_rss_kib) \(.peak_disk_bytes) \(.peak_rss_process | gsub(" "; "_"))"' "$WORK/$name.json"
 }
 
 mib() {
@@ -101,9 +60,9 @@ main() {
   trap cleanup EXIT
   local env_file=${KDL_STACK_ENV:-}
   if [[ -z "$env_file" ]]; then
-    STACK_DIR=$(mktemp -d /tmp/kdl-bench-stack.XXXXXX)
-    "$ROOT/scripts/stack/up.sh" --dir "$STACK_DIR" --seed "${KDL_BENCH_SEED:-small}" >&2
-    env_file="$STACK_DIR/stack.env"
+    OWN_STACK=$(mktemp -d /tmp/kdl-bench-stack.XXXXXX)
+    "$ROOT/scripts/stack/up.sh" --dir "$OWN_STACK" --seed "${KDL_BENCH_SEED:-small}" >&2
+    env_file="$OWN_STACK/stack.env"
   fi
   set -a
   # shellcheck source=/dev/null
@@ -127,26 +86,26 @@ main() {
   chmod 755 "$WORK/stub/kubectl"
 
   local rows=() line
-  line=$(measure verify "$ROOT/backup/restore.sh" verify latest)
+  line=$(run_measured verify "$ROOT/backup/restore.sh" verify latest)
   rows+=("verify latest (no identity)|$line")
-  line=$(measure verify-id "$ROOT/backup/restore.sh" verify latest --identity "$WORK/identity.txt")
+  line=$(run_measured verify-id "$ROOT/backup/restore.sh" verify latest --identity "$WORK/identity.txt")
   rows+=("verify latest --identity|$line")
   line=$(PGUSER=$ROLE PGPASSWORD="bench-$$" BACKUP_VERIFY_SCRATCH_PGDATABASE=bench_scratch \
-    measure verify-scratch "$ROOT/backup/restore.sh" verify latest --identity "$WORK/identity.txt")
+    run_measured verify-scratch "$ROOT/backup/restore.sh" verify latest --identity "$WORK/identity.txt")
   rows+=("verify latest --identity + scratch database|$line")
   line=$(PGUSER=$ROLE PGPASSWORD="bench-$$" PGDATABASE=bench_restored GITEA_DATA_DIR="$WORK/data" MLFLOW_ROOT="$WORK/mlflow" \
-    PATH="$WORK/stub:$PATH" measure restore-all "$ROOT/backup/restore.sh" restore all latest --identity "$WORK/identity.txt" --yes)
+    PATH="$WORK/stub:$PATH" run_measured restore-all "$ROOT/backup/restore.sh" restore all latest --identity "$WORK/identity.txt" --yes)
   rows+=("restore all into fresh targets (kubectl discarded)|$line")
 
-  echo "set: $(mib "$set_bytes") MiB stored; largest MLflow database $(mib "$largest_db") MiB; stack: ${STACK_DIR:+seed ${KDL_BENCH_SEED:-small}, started in }${STACK_DIR:-$env_file}" >&2
-  echo "| run | seconds | exit | peak RSS (MiB) | bound | peak TMPDIR (MiB) | bound |"
-  echo "|---|---|---|---|---|---|---|"
-  local name seconds status rss tmp
+  echo "set: $(mib "$set_bytes") MiB stored; largest MLflow database $(mib "$largest_db") MiB; stack: ${OWN_STACK:+seed ${KDL_BENCH_SEED:-small}, started in }${OWN_STACK:-$env_file}" >&2
+  echo "| run | seconds | exit | peak RSS (MiB) | bound | largest process | peak TMPDIR (MiB) | bound |"
+  echo "|---|---|---|---|---|---|---|---|"
+  local name seconds status rss tmp process
   for line in "${rows[@]}"; do
     name=${line%%|*}
-    read -r seconds status rss tmp <<<"${line#*|}"
+    read -r seconds status rss tmp process <<<"${line#*|}"
     ((status == 0)) || echo "verify bench: $name exited $status (its last lines are above)" >&2
-    printf '| %s | %s | %s | %s | 64 | %s | %s |\n' "$name" "$seconds" "$status" "$(mib $((rss * 1024)))" "$(mib "$tmp")" \
+    printf '| %s | %s | %s | %s | 64 | %s | %s | %s |\n' "$name" "$seconds" "$status" "$(mib $((rss * 1024)))" "${process//_/ }" "$(mib "$tmp")" \
       "$(mib $((largest_db + 1048576)))"
   done
 }
