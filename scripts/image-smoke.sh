@@ -27,7 +27,7 @@ HELPERS=(s3-put s3-get s3-ls s3-prune k8s-export mlflow-scan notify)
 STANDIN_PACKAGES=(postgresql-client-15 python3 python3-yaml)
 WORK=""
 ROOTFS=""
-STACK_DIR=""
+OWN_STACK_DIR="" # not STACK_DIR: sourcing stack.env sets that one
 MOUNTS=()
 REBUILD=false
 
@@ -47,9 +47,9 @@ parse_args() {
 cleanup() {
   local i
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[i]}" 2>/dev/null || true; done
-  if [[ -n "$STACK_DIR" ]]; then
-    "$ROOT/scripts/stack/down.sh" --dir "$STACK_DIR" >/dev/null 2>&1 || true
-    rm -rf "$STACK_DIR"
+  if [[ -n "$OWN_STACK_DIR" ]]; then
+    "$ROOT/scripts/stack/down.sh" --dir "$OWN_STACK_DIR" >/dev/null 2>&1 || true
+    rm -rf "$OWN_STACK_DIR"
   fi
   if [[ -n "$WORK" ]]; then rm -rf --one-file-system "$WORK"; fi
 }
@@ -196,9 +196,9 @@ main() {
   install_image_files "$bin"
 
   if [[ -z "${KDL_STACK_ENV:-}" ]]; then
-    STACK_DIR=$(mktemp -d /tmp/kdl-image-smoke-stack.XXXXXX)
-    "$ROOT/scripts/stack/up.sh" --dir "$STACK_DIR" --seed tiny >&2
-    KDL_STACK_ENV="$STACK_DIR/stack.env"
+    OWN_STACK_DIR=$(mktemp -d /tmp/kdl-image-smoke-stack.XXXXXX)
+    "$ROOT/scripts/stack/up.sh" --dir "$OWN_STACK_DIR" --seed tiny >&2
+    KDL_STACK_ENV="$OWN_STACK_DIR/stack.env"
   fi
   # shellcheck source=/dev/null
   source "$KDL_STACK_ENV"

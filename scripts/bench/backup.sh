@@ -5,8 +5,9 @@
 # Usage: scripts/bench/backup.sh            (run by scripts/bench.sh; takes about 10 minutes)
 #
 # KDL_BIN_DIR: the release helpers (scripts/bench.sh sets it). KDL_BENCH_STACK_ENV: a stack
-# already seeded large (scripts/stack/up.sh --seed 2GiB); otherwise one is started here with
-# --seed ${KDL_BENCH_SIZE:-2GiB} and stopped at the end. Peak RSS is the kernel's high-water
+# already seeded large (scripts/stack/up.sh --seed 2560MiB: the seed's 2GiB lays out ~1.7 GiB of
+# Gitea files, database and MLflow stores); otherwise one is started here with
+# --seed ${KDL_BENCH_SIZE:-2560MiB} and stopped at the end. Peak RSS is the kernel's high-water
 # mark (VmHWM) of every process in the run's tree, sampled every 0.1 s; peak temporary disk is
 # sampled the same way over the run's TMPDIR (ours) or staging folder (the baseline).
 set -Eeuo pipefail
@@ -14,14 +15,14 @@ umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PY="$ROOT/.venv/bin/python"
-STACK_DIR=""
+OWN_STACK_DIR="" # not STACK_DIR: sourcing stack.env sets that one
 WORK=""
 
 # cleanup: stops a stack started here, removes the work folder.
 cleanup() {
-  if [[ -n "$STACK_DIR" ]]; then
-    "$ROOT/scripts/stack/down.sh" --dir "$STACK_DIR" >/dev/null 2>&1 || true
-    rm -rf "$STACK_DIR"
+  if [[ -n "$OWN_STACK_DIR" ]]; then
+    "$ROOT/scripts/stack/down.sh" --dir "$OWN_STACK_DIR" >/dev/null 2>&1 || true
+    rm -rf "$OWN_STACK_DIR"
   fi
   if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi
 }
@@ -117,9 +118,10 @@ baseline() {
   "$ROOT/.venv/bin/aws" s3 cp --only-show-errors "$staging/backup_$stamp.tar.gz" "s3://$BACKUP_S3_BUCKET/bench-baseline/backup_$stamp.tar.gz"
 }
 
-# stored_bytes PREFIX ID: total bytes of our set (from its manifest).
+# stored_bytes PREFIX ID: total bytes of our set (from its manifest, kept as $WORK/manifest.json).
 stored_bytes() {
-  s3-get "s3://$BACKUP_S3_BUCKET/$1/$2/manifest.json" - | jq '[.components[].objects[].bytes] | add'
+  s3-get "s3://$BACKUP_S3_BUCKET/$1/$2/manifest.json" "$WORK/manifest.json" >/dev/null
+  jq '[.components[].objects[].bytes] | add' "$WORK/manifest.json"
 }
 
 # ratio A B: A/B with two decimals.
@@ -138,9 +140,9 @@ main() {
   export PATH="${KDL_BIN_DIR:?set KDL_BIN_DIR (scripts/bench.sh does)}:$PATH"
   local env_file=${KDL_BENCH_STACK_ENV:-}
   if [[ -z "$env_file" ]]; then
-    STACK_DIR=$(mktemp -d /tmp/kdl-bench-stack.XXXXXX)
-    "$ROOT/scripts/stack/up.sh" --dir "$STACK_DIR" --seed "${KDL_BENCH_SIZE:-2GiB}" >&2
-    env_file="$STACK_DIR/stack.env"
+    OWN_STACK_DIR=$(mktemp -d /tmp/kdl-bench-stack.XXXXXX)
+    "$ROOT/scripts/stack/up.sh" --dir "$OWN_STACK_DIR" --seed "${KDL_BENCH_SIZE:-2560MiB}" >&2
+    env_file="$OWN_STACK_DIR/stack.env"
   fi
   # shellcheck source=/dev/null
   source "$env_file"
@@ -201,6 +203,7 @@ main() {
   printf '| peak temporary disk (MiB) | %s | %s | 0 | ≤ largest MLflow DB (%s MiB) | %s |\n' "$(mib "$ours_disk" 1048576)" \
     "$(mib "$base_disk" 1048576)" "$(mib "$largest_db" 1048576)" "$(awk -v d="$ours_disk" -v l="$largest_db" 'BEGIN { print (d <= l ? "yes" : "no") }')"
   printf '| bytes stored (MiB) | %s | %s | %s | | |\n' "$(mib "$stored" 1048576)" "$(mib "${baseline_stored:-0}" 1048576)" "$(mib "$stored" 1048576)"
+  printf '\nbackup.sh per component: %s.\n' "$(jq -r '[.components[] | "\(.name) \(.seconds) s (\(.objects | length) objects, \([.objects[].bytes] | add // 0 | . / 1048576 | floor) MiB)"] | join(", ")' "$WORK/manifest.json")"
   printf '\nSources: %s MiB (Gitea data + database + MLflow stores)%s. RSS of backup.sh'"'"'s processes: %s\n' \
     "$(mib "$source_bytes" 1048576)" "${summary:+, seed summary $summary}" \
     "$(jq -r '.rss_by_process | to_entries | map("\(.key) \(.value / 1024 | floor) MiB") | join(", ")' "$WORK/ours.json")"
