@@ -39,10 +39,12 @@ def pg_tables(database):
 
 def compare_postgres(source_db, restored_db):
     source, restored = pg_tables(source_db), pg_tables(restored_db)
-    rows = sum(count for count, _ in source.values())
+    def describe(tables):
+        return f"{len(tables)} tables, {sum(count for count, _ in tables.values())} rows"
+
     ok = source == restored and bool(source)
     differing = sorted(t for t in set(source) | set(restored) if source.get(t) != restored.get(t))
-    return ok, f"{len(source)} tables, {rows} rows", f"{len(restored)} tables", differing
+    return ok, describe(source), describe(restored), differing
 
 
 # --- Gitea /data: file tree equal minus the excludes, git fsck clean ------------------------------
@@ -69,14 +71,18 @@ def compare_gitea_data(source, restored, excludes):
     repos = sorted(Path(restored).glob("git/repositories/*/*.git"))
     fsck_failed = []
     for repo in repos:
-        check = subprocess.run(["git", "-C", str(repo), "fsck", "--full", "--no-progress"], capture_output=True)
+        # The restored files belong to Gitea's uid 1000; git run as another user must be told to trust them.
+        check = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(repo), "fsck", "--full", "--no-progress"],
+                               capture_output=True)
         if check.returncode != 0:
             fsck_failed.append(repo.name)
     files = sum(1 for v in want.values() if v != "dir")
+    restored_files = sum(1 for v in got.values() if v != "dir")
     ok = want == got and not leaked and not fsck_failed and bool(repos)
     detail = [f"differs: {k}" for k in sorted(set(want) ^ set(got))][:3] + [f"excluded present: {e}" for e in leaked]
     detail += [f"fsck failed: {r}" for r in fsck_failed]
-    return ok, f"{files} files, {len(repos)} repos", f"{len(repos)} repos fsck clean" if not fsck_failed else "fsck errors", detail
+    fsck = "fsck clean" if not fsck_failed else f"{len(fsck_failed)} fsck errors"
+    return ok, f"{files} files", f"{restored_files} files, {len(repos)} repos {fsck}", detail
 
 
 # --- MongoDB: documents per collection ------------------------------------------------------------
@@ -99,9 +105,11 @@ def mongo_snapshot(uri, databases=("kdl", "admin")):
 def compare_mongo(uri, before_file):
     before = json.loads(Path(before_file).read_text())
     after = mongo_snapshot(uri)
-    docs = sum(count for count, _ in before.values())
+    def describe(snapshot):
+        return f"{len(snapshot)} collections, {sum(count for count, _ in snapshot.values())} docs"
+
     differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    return before == after and bool(before), f"{len(before)} collections, {docs} docs", f"{len(after)} collections", differing
+    return before == after and bool(before), describe(before), describe(after), differing
 
 
 # --- MLflow: each database's .dump equal and in a folder of the same name -------------------------
@@ -122,9 +130,12 @@ def compare_mlflow(source, restored):
 def compare_k8s(source, restored):
     want = {p.name: p.read_bytes() for p in sorted(Path(source).glob("*.yaml"))}
     got = {p.name: p.read_bytes() for p in sorted(Path(restored).glob("*.yaml"))}
-    objects = sum(body.count(b"\nkind: ") + body.startswith(b"kind: ") for body in want.values())
+    def describe(files):
+        documents = sum(body.count(b"\n---") + 1 for body in files.values() if body.strip())
+        return f"{len(files)} files, {documents} objects"
+
     differing = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-    return want == got and bool(want), f"{len(want)} files, {objects} objects", f"{len(got)} files", differing
+    return want == got and bool(want), describe(want), describe(got), differing
 
 
 def table(args):

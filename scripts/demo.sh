@@ -81,7 +81,8 @@ inspect_sets() {
 restore_fresh() {
   say "restore every component into fresh targets"
   local restored="$DEMO_DIR/restored" identity=(--identity "$DEMO_DIR/identity.txt")
-  mkdir -p "$restored"
+  # Empty volumes, as a fresh install mounts them.
+  mkdir -p "$restored/gitea-data" "$restored/mlflow"
   PGPASSWORD=$STACK_PG_SUPERUSER_PASSWORD "$STACK_PG_BIN/createdb" -h "$PGHOST" -p "$PGPORT" \
     -U "$STACK_PG_SUPERUSER" -O "$PGUSER" gitea_restored
   PGDATABASE=gitea_restored "$ROOT/backup/restore.sh" restore gitea-db latest "${identity[@]}" --yes
