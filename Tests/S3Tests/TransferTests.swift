@@ -175,6 +175,23 @@ final class FakeS3: @unchecked Sendable {
         #expect(result.parts == 5 && s3.objects["/b/k"] == data && s3.maxInFlight == 1)
     }
 
+    #if os(Linux)
+        /// A pipe source is widened to 1 MiB so the producer can run ahead while every buffer is in flight.
+        @Test func aPipeSourceIsWidenedToOneMebibyte() throws {
+            var ends: [Int32] = [0, 0]
+            #expect(pipe(&ends) == 0)
+            defer {
+                close(ends[0])
+                close(ends[1])
+            }
+            let getPipeSize: Int32 = 1032  // F_GETPIPE_SZ
+            #expect(fcntl(ends[1], getPipeSize) < 1 << 20)  // 64 KiB by default
+            let source = try FileDescriptorSource(path: "/dev/fd/\(ends[0])")
+            #expect(source.length == nil)
+            #expect(fcntl(ends[1], getPipeSize) == 1 << 20)
+        }
+    #endif
+
     @Test func aPartThatKeepsFailingAbortsTheUpload() throws {
         let s3 = FakeS3()
         s3.failingPart = 4
