@@ -1,7 +1,6 @@
 """Shared setup of the restore and verify end-to-end suites (test_restore*.py, test_verify*.py).
 
-- `stack` / `bin_dir` fixtures: the local stack's env (KDL_STACK_ENV, from scripts/stack/up.sh) and the release
-  helpers (KDL_BIN_DIR), as scripts/test.sh sets them.
+- Uses Tests/conftest.py's `stack` (the local stack's env) and `bin_dir` (the helpers) fixtures.
 - `World`: one test's S3 prefix, environment, psql and hand-built sets (test_restore.py's Gitea-only sets).
 - `FullBackup` / `full_backup`: the REAL backup/backup.sh run once per session against the stack (encrypted with a
   fresh age key) into a prefix of its own, with a snapshot of every source taken just before it and checked
@@ -50,34 +49,6 @@ def _load_compare():
 
 
 compare = _load_compare()
-
-
-def parse_env_file(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[len("export "):]
-        if "=" in line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            env[name] = (shlex.split(value) or [""])[0]
-    return env
-
-
-@pytest.fixture(scope="session")
-def stack():
-    path = os.environ.get("KDL_STACK_ENV")
-    if not path or not Path(path).is_file():
-        pytest.skip("KDL_STACK_ENV not set: start scripts/stack/up.sh (scripts/test.sh does)")
-    return parse_env_file(path)
-
-
-@pytest.fixture(scope="session")
-def bin_dir():
-    path = os.environ.get("KDL_BIN_DIR")
-    if not path or not (Path(path) / "s3-get").exists():
-        pytest.skip("KDL_BIN_DIR with the helpers not set (scripts/test.sh sets it)")
-    return Path(path)
 
 
 def job_env(stack, bin_dir, tmp, prefix):

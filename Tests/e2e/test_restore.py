@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from restore_support import bin_dir, job_env, psql, run_restore, s3_client, sh, stack, table_fingerprint, tree_digest  # noqa: F401
+from restore_support import job_env, psql, run_restore, s3_client, sh, table_fingerprint, tree_digest
 
 
 class World:

@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from restore_support import (GITEA_EXCLUDES, MongoServer, bin_dir, compare, createdb_role, full_backup,  # noqa: F401
-                             database_exists, drop_database, k8s_export, run_restore, sqlite_dump, stack,
+from restore_support import (GITEA_EXCLUDES, MongoServer, compare, createdb_role, full_backup,  # noqa: F401
+                             database_exists, drop_database, k8s_export, run_restore, sqlite_dump,
                              table_fingerprint, tree_digest)
 
 ORDER = ["k8s-secrets", "gitea-db", "gitea-data", "mongodb", "mlflow", "k8s-resources"]

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 
 import pytest
 import yaml
-from restore_support import (ROOT, bin_dir, clone_set, createdb_role, database_exists,  # noqa: F401
-                             drop_database, full_backup, iso, metrics, run_restore, set_id_at, stack)
+from restore_support import (ROOT, clone_set, createdb_role, database_exists,  # noqa: F401
+                             drop_database, full_backup, iso, metrics, run_restore, set_id_at)
 
 sys.path.insert(0, str(ROOT / "Tests" / "fixtures"))
 from capture_server import CaptureServer  # noqa: E402
