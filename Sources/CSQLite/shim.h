@@ -1,6 +1,7 @@
 #ifndef KDL_CSQLITE_SHIM_H
 #define KDL_CSQLITE_SHIM_H
 #include <sqlite3.h>
+#include "seqwrite_vfs.h"
 
 /* SQLITE_TRANSIENT is a cast macro Swift cannot import. */
 static inline sqlite3_destructor_type csqlite_transient(void) { return SQLITE_TRANSIENT; }
@@ -19,5 +20,6 @@ enum {
     CSQLITE_READONLY_ROLLBACK = SQLITE_READONLY_ROLLBACK,
     CSQLITE_READONLY_CANTINIT = SQLITE_READONLY_CANTINIT,
     CSQLITE_CANTOPEN_ISDIR = SQLITE_CANTOPEN_ISDIR,
+    CSQLITE_IOERR_SHORT_READ = SQLITE_IOERR_SHORT_READ,
 };
 #endif
