@@ -137,6 +137,43 @@ enum FileSystem {
         return rc == 0 ? .success(()) : .failure(.current)
     }
 
+    /// A file we create and write in order; closed when released if `close()` was not called.
+    final class Output {
+        private var fd: Int32
+
+        fileprivate init(fd: Int32) { self.fd = fd }
+
+        deinit { if fd >= 0 { _ = posixClose(fd) } }
+
+        /// Writes all of `bytes` (retrying short writes and EINTR).
+        func write(_ bytes: UnsafeRawBufferPointer) -> Result<Void, SystemError> {
+            var done = 0
+            while done < bytes.count {
+                let count = posixWrite(fd, bytes.baseAddress.map { $0 + done }, bytes.count - done)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    return .failure(.current)
+                }
+                done += count
+            }
+            return .success(())
+        }
+
+        /// Closes the file, reporting a failed close (on some file systems the first sign of a failed write).
+        func close() -> Result<Void, SystemError> {
+            let rc = posixClose(fd)
+            fd = -1
+            return rc == 0 ? .success(()) : .failure(.current)
+        }
+    }
+
+    /// Creates `path`, which must not exist, for writing (mode 0644 less the umask, as SQLite creates files).
+    static func createExclusive(_ path: RawPath) -> Result<Output, SystemError> {
+        let fd = path.withCString { open($0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
+        guard fd >= 0 else { return .failure(.current) }
+        return .success(Output(fd: fd))
+    }
+
     /// Streams a file through SHA-256 in 1 MiB reads; returns the digest and the byte count.
     static func sha256(_ path: RawPath) -> Result<(digest: String, bytes: Int64), SystemError> {
         let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
@@ -161,4 +198,12 @@ enum FileSystem {
 
 private func posixRename(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
     rename(from, to)
+}
+
+private func posixClose(_ fd: Int32) -> Int32 {
+    close(fd)
+}
+
+private func posixWrite(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> Int {
+    write(fd, bytes, count)
 }

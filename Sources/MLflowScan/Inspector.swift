@@ -57,9 +57,12 @@ struct Inspector {
         }
 
         var outcome = Outcome(report: report)
+        var copied: SnapshotJob?
         do throws(SQLiteFailure) {
             let connection = try SQLiteConnection.openReadOnly(candidate.database, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
-            // One read transaction: the counts and the copy are the same point in time.
+            if snapshotFolder != nil { try connection.setMemoryMap(bytes: Self.sourceMemoryMapBytes) }
+            // One read transaction: the counts and the copy are the same point in time. It ends before the copy
+            // is checked, so a rollback-journal store's writers wait for the copy only.
             try connection.execute("BEGIN")
             defer { try? connection.execute("COMMIT") }
             let tables = Set(try connection.rows("SELECT name FROM sqlite_master WHERE type = 'table'").compactMap { $0.first ?? nil })
@@ -84,11 +87,12 @@ struct Inspector {
                 }
             }
             if let snapshotFolder {
-                snapshot(connection, into: snapshotFolder, &outcome)
+                copied = copy(connection, into: snapshotFolder, &outcome)
             }
         } catch {
             Self.record(error, header: header, into: &outcome.report)
         }
+        if let copied { finish(copied, &outcome) }
         return outcome
     }
 
@@ -114,67 +118,181 @@ struct Inspector {
         }
     }
 
-    private func snapshot(_ source: SQLiteConnection, into folder: RawPath, _ outcome: inout Outcome) {
-        let started = clock()
+    /// A copy written to `partial` in the source's read transaction, waiting for its check, rename and digest.
+    struct SnapshotJob {
+        var report: SnapshotReport
+        var partial: RawPath
+        var final: RawPath
+        var started: Double
+    }
+
+    /// SQLite caps the map at 2 GiB (SQLITE_MAX_MMAP_SIZE); a bigger store is mapped that far and read beyond it.
+    static let sourceMemoryMapBytes: Int64 = 1 << 40
+
+    /// How many bytes a copy of a rollback-journal store reads and writes at a time (as cp does).
+    static let copyChunkBytes = 128 << 10
+
+    /// Copies the store inside the caller's read transaction on `source`; nil when there is nothing to finish
+    /// (the failure is then in `outcome`).
+    private func copy(_ source: SQLiteConnection, into folder: RawPath, _ outcome: inout Outcome) -> SnapshotJob? {
         let final = folder.appending(Discovery.databaseName)
-        let partial = folder.appending(".mlflow.db.partial")
-        var snapshot = SnapshotReport(path: final.text, pathBase64: final.base64IfNeeded, check: snapshotCheck.rawValue)
-        defer { outcome.report.snapshot = snapshot }
-        func destinationFailed(_ message: String) {
-            snapshot.error = message
-            outcome.destinationFailed = true
-            FileSystem.remove(partial)
-        }
+        var job = SnapshotJob(
+            report: SnapshotReport(path: final.text, pathBase64: final.base64IfNeeded, check: snapshotCheck.rawValue),
+            partial: folder.appending(".mlflow.db.partial"), final: final, started: clock())
         if case .failure(let error) = FileSystem.makeDirectory(folder) {
-            return destinationFailed("cannot create \(folder.text): \(error)")
+            fail(&job, "cannot create \(folder.text): \(error)", &outcome)
+            return nil
         }
         // Whatever an earlier run left here goes first, so a failed copy never leaves an old one in its place.
-        for path in [final, partial, partial.withSuffix("-journal")] { FileSystem.remove(path) }
+        for path in [final, job.partial, job.partial.withSuffix("-journal"), job.partial.withSuffix("-wal")] { FileSystem.remove(path) }
+        let result: Result<SnapshotMethod, CopyFailure>
         do throws(SQLiteFailure) {
-            let destination = try SQLiteConnection.openReadWrite(partial)
-            // The copy is private until renamed: no journal, no fsync while it is written.
-            try destination.execute("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
-            do throws(SQLiteFailure) {
-                try source.backup(into: destination)
-                snapshot.copySeconds = Self.seconds(since: started, clock())
-            } catch {
-                if error.isCorruption || error.isBusy {
-                    FileSystem.remove(partial)
-                    snapshot.error = error.message
-                    Self.record(error, header: Header(fileBytes: 0, hasMagic: true, journalMode: nil), into: &outcome.report)
-                    return
-                }
-                throw error
-            }
-            // A copy of a WAL store keeps WAL in its header; make it one self-contained rollback-mode file.
-            try destination.execute("PRAGMA journal_mode = DELETE")
-            let checkStarted = clock()
-            defer { snapshot.checkSeconds = Self.seconds(since: checkStarted, clock()) }
-            let integrity = try destination.rows(snapshotCheck.pragma).compactMap { $0.first ?? nil }
-            snapshot.integrity = integrity.joined(separator: "; ")
-            if integrity != ["ok"] {
-                FileSystem.remove(partial)
-                snapshot.error = "\(snapshotCheck.rawValue) check failed on the copy"
-                outcome.report.status = .corrupt
-                outcome.report.error = "\(snapshotCheck.rawValue)_check: " + integrity.joined(separator: "; ")
-                return
-            }
+            result = try source.text("PRAGMA journal_mode") == "wal"
+                ? Self.copyWithBackupAPI(source, to: job.partial) : Self.copyUnderSharedLock(source, to: job.partial)
         } catch {
-            return destinationFailed("cannot write \(partial.text): \(error.message)")
+            result = .failure(.source(error))
         }
-        if case .failure(let error) = FileSystem.rename(partial, to: final) {
-            return destinationFailed("cannot rename \(partial.text): \(error)")
+        switch result {
+        case .success(let method):
+            job.report.method = method.rawValue
+            job.report.copySeconds = Self.seconds(since: job.started, clock())
+            return job
+        case .failure(.source(let error)):
+            // The store, not our side, failed: it is reported corrupt or unreadable, without a copy.
+            FileSystem.remove(job.partial)
+            job.report.error = error.message
+            outcome.report.snapshot = job.report
+            Self.record(error, header: Header(fileBytes: 0, hasMagic: true, journalMode: nil), into: &outcome.report)
+        case .failure(.destination(let message)):
+            fail(&job, "cannot write \(job.partial.text): \(message)", &outcome)
+        }
+        return nil
+    }
+
+    /// Checks the copy (after the source's read transaction ended), then renames it into place and digests it.
+    private func finish(_ copied: SnapshotJob, _ outcome: inout Outcome) {
+        var job = copied
+        let checkStarted = clock()
+        var result: [String]
+        do throws(SQLiteFailure) {
+            // A fresh read-only connection on the file just written (its pages still in the page cache), reading
+            // through a memory map instead of a read(2) per page.
+            let checker = try SQLiteConnection.openReadOnly(job.partial, busyTimeoutMilliseconds: 0)
+            try checker.setMemoryMap(bytes: Self.sourceMemoryMapBytes)
+            result = try checker.rows(snapshotCheck.pragma).compactMap { $0.first ?? nil }
+        } catch where error.isCorruption {
+            result = [error.message]
+        } catch {
+            job.report.checkSeconds = Self.seconds(since: checkStarted, clock())
+            return fail(&job, "cannot check \(job.partial.text): \(error.message)", &outcome)
+        }
+        job.report.checkSeconds = Self.seconds(since: checkStarted, clock())
+        job.report.integrity = result.joined(separator: "; ")
+        if result != ["ok"] {
+            FileSystem.remove(job.partial)
+            job.report.error = "\(snapshotCheck.rawValue) check failed on the copy"
+            outcome.report.snapshot = job.report
+            outcome.report.status = .corrupt
+            outcome.report.error = "\(snapshotCheck.rawValue)_check: " + result.joined(separator: "; ")
+            return
+        }
+        if case .failure(let error) = FileSystem.rename(job.partial, to: job.final) {
+            return fail(&job, "cannot rename \(job.partial.text): \(error)", &outcome)
         }
         let digestStarted = clock()
-        defer { snapshot.digestSeconds = Self.seconds(since: digestStarted, clock()) }
-        switch FileSystem.sha256(final) {
+        let digest = FileSystem.sha256(job.final)
+        job.report.digestSeconds = Self.seconds(since: digestStarted, clock())
+        switch digest {
         case .failure(let error):
-            return destinationFailed("cannot read back \(final.text): \(error)")
+            return fail(&job, "cannot read back \(job.final.text): \(error)", &outcome)
         case .success(let result):
-            snapshot.sha256 = result.digest
-            snapshot.bytes = result.bytes
+            job.report.sha256 = result.digest
+            job.report.bytes = result.bytes
         }
-        snapshot.seconds = Self.seconds(since: started, clock())
+        job.report.seconds = Self.seconds(since: job.started, clock())
+        outcome.report.snapshot = job.report
+    }
+
+    /// A copy that could not be written on our side: the store stays ok, the command exits 74.
+    private func fail(_ job: inout SnapshotJob, _ message: String, _ outcome: inout Outcome) {
+        job.report.error = message
+        outcome.report.snapshot = job.report
+        outcome.destinationFailed = true
+        FileSystem.remove(job.partial)
+    }
+
+    /// What went wrong in a copy: reading the store, or writing our file.
+    enum CopyFailure: Error {
+        case source(SQLiteFailure)
+        case destination(String)
+    }
+
+    /// A WAL store: its pages are in mlflow.db and, for the latest commits, in mlflow.db-wal, as SQLite's WAL
+    /// index says for this read transaction; only SQLite can assemble them, so the online backup API copies it
+    /// (source pages from the memory map, destination writes gathered by the kdl-seqwrite VFS). The copy's
+    /// header still says WAL; switching it to rollback mode makes it one self-contained file.
+    static func copyWithBackupAPI(_ source: SQLiteConnection, to partial: RawPath) -> Result<SnapshotMethod, CopyFailure> {
+        let destination: SQLiteConnection
+        do throws(SQLiteFailure) {
+            destination = try SQLiteConnection.openSnapshotDestination(partial)
+        } catch {
+            return .failure(.destination(error.message))
+        }
+        do throws(SQLiteFailure) {
+            try source.backup(into: destination)
+        } catch {
+            // The destination connection reports the backup's error, whichever side it came from.
+            return .failure(error.isCorruption || error.isBusy ? .source(error) : .destination(error.message))
+        }
+        do throws(SQLiteFailure) {
+            try destination.execute("PRAGMA journal_mode = DELETE")
+        } catch {
+            return .failure(.destination(error.message))
+        }
+        return .success(.backupAPI)
+    }
+
+    /// A rollback-journal store: the caller's read transaction holds a SHARED lock on mlflow.db, and no
+    /// connection can write that file while it is held (a writer needs an EXCLUSIVE lock to commit, and also to
+    /// spill its cache into the file), while a hot journal was rolled back or refused when the transaction began.
+    /// So the file's first page_count × page_size bytes are exactly the committed database the counts were
+    /// read from: they are copied as they are, in 128 KiB reads through the connection's own file handle.
+    static func copyUnderSharedLock(_ source: SQLiteConnection, to partial: RawPath) -> Result<SnapshotMethod, CopyFailure> {
+        let total: Int64
+        do throws(SQLiteFailure) {
+            guard let pages = try source.integer("PRAGMA page_count"), let pageSize = try source.integer("PRAGMA page_size"),
+                pages >= 0, pageSize > 0, pages <= Int64.max / pageSize
+            else {
+                return .failure(.source(.corrupt("no page count or page size")))
+            }
+            total = pages * pageSize
+        } catch {
+            return .failure(.source(error))
+        }
+        let output: FileSystem.Output
+        switch FileSystem.createExclusive(partial) {
+        case .failure(let error): return .failure(.destination(error.description))
+        case .success(let file): output = file
+        }
+        var buffer = [UInt8](repeating: 0, count: copyChunkBytes)
+        var offset: Int64 = 0
+        while offset < total {
+            let count = Int(min(Int64(buffer.count), total - offset))
+            let failure: CopyFailure? = buffer.withUnsafeMutableBytes { raw in
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: raw.prefix(count))
+                do throws(SQLiteFailure) {
+                    try source.readMainFile(into: chunk, at: offset)
+                } catch {
+                    return .source(error)
+                }
+                if case .failure(let error) = output.write(UnsafeRawBufferPointer(chunk)) { return .destination(error.description) }
+                return nil
+            }
+            if let failure { return .failure(failure) }
+            offset += Int64(count)
+        }
+        if case .failure(let error) = output.close() { return .failure(.destination(error.description)) }
+        return .success(.sharedLockCopy)
     }
 
     /// Seconds rounded to milliseconds, for the report.

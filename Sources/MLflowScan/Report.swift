@@ -62,12 +62,22 @@ public struct SnapshotReport: Encodable, Sendable {
     /// Which check ran on the copy (`integrity` or `quick`, see `--check`) and its result (`ok`).
     public var check: String?
     public var integrity: String?
-    /// Wall-clock seconds in all, then of the backup API copy, the integrity check and the SHA-256.
+    /// How the copy was made (`backup-api` for WAL stores, `shared-lock-copy` for rollback-journal stores).
+    public var method: String?
+    /// Wall-clock seconds in all, then of the copy, the check and the SHA-256.
     public var seconds: Double?
     public var copySeconds: Double?
     public var checkSeconds: Double?
     public var digestSeconds: Double?
     public var error: String?
+}
+
+/// How a snapshot was copied (see docs/helpers.md#mlflow-scan).
+public enum SnapshotMethod: String, Sendable {
+    /// SQLite's online backup API (WAL stores: pages from the database file and the WAL).
+    case backupAPI = "backup-api"
+    /// The database file's pages read as they are while a SHARED lock keeps writers out (rollback-journal stores).
+    case sharedLockCopy = "shared-lock-copy"
 }
 
 public struct DuplicateProject: Encodable, Sendable {

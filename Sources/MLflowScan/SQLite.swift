@@ -20,6 +20,9 @@ struct SQLiteFailure: Error, CustomStringConvertible, Sendable {
     }
 
     var description: String { message }
+
+    /// A damaged database found by our own reading.
+    static func corrupt(_ message: String) -> SQLiteFailure { SQLiteFailure(code: SQLITE_CORRUPT, message: message) }
 }
 
 /// One connection; closed when released.
@@ -44,9 +47,27 @@ final class SQLiteConnection {
         return try open(uri, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX)
     }
 
-    private static func open(_ uri: String, flags: Int32) throws(SQLiteFailure) -> SQLiteConnection {
+    /// Opens (creating) a snapshot's private destination for the online backup API: through the "kdl-seqwrite"
+    /// VFS (Sources/CSQLite/seqwrite_vfs.h), which turns the backup's page-sized writes into 64 KiB ones, with no
+    /// journal, no fsync and an exclusive lock (that VFS has no shared memory; SQLite keeps a WAL index, needed
+    /// for a moment when a copy of a WAL store is switched to rollback mode, in heap memory instead).
+    static func openSnapshotDestination(_ path: RawPath) throws(SQLiteFailure) -> SQLiteConnection {
+        let registered = seqwriteRegistration
+        guard registered == SQLITE_OK else {
+            throw SQLiteFailure(code: registered, message: "cannot register SQLite VFS \(CSQLITE_SEQWRITE_VFS): \(String(cString: sqlite3_errstr(registered)))")
+        }
+        let uri = "file:" + percentEncoded(path)
+        let connection = try open(
+            uri, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, vfs: CSQLITE_SEQWRITE_VFS)
+        try connection.execute("PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
+        return connection
+    }
+
+    private static let seqwriteRegistration: Int32 = csqlite_register_seqwrite_vfs()
+
+    private static func open(_ uri: String, flags: Int32, vfs: String? = nil) throws(SQLiteFailure) -> SQLiteConnection {
         var handle: OpaquePointer?
-        let rc = sqlite3_open_v2(uri, &handle, flags, nil)
+        let rc = sqlite3_open_v2(uri, &handle, flags, vfs)
         guard let handle else { throw SQLiteFailure(code: rc, message: String(cString: sqlite3_errstr(rc))) }
         let connection = SQLiteConnection(handle)
         sqlite3_extended_result_codes(handle, 1)
@@ -120,6 +141,27 @@ final class SQLiteConnection {
             throw SQLiteFailure(code: step, message: String(cString: sqlite3_errmsg(destination.db)))
         }
         guard finish == SQLITE_OK else { throw destination.failure(finish) }
+    }
+
+    /// Lets reads of this database go through a memory map of up to `bytes` (SQLite caps it at 2 GiB; beyond that
+    /// it reads as usual): the backup API then copies pages from the page cache without a read(2) each.
+    func setMemoryMap(bytes: Int64) throws(SQLiteFailure) {
+        try execute("PRAGMA mmap_size = \(max(bytes, 0))")
+    }
+
+    /// Reads `buffer.count` bytes at `offset` of the main database file through the connection's own file handle
+    /// (a second descriptor for the file, once closed, would drop the POSIX locks SQLite holds on it).
+    func readMainFile(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(SQLiteFailure) {
+        guard let base = buffer.baseAddress, let count = Int32(exactly: buffer.count) else {
+            throw SQLiteFailure(code: SQLITE_MISUSE, message: "read of \(buffer.count) bytes is out of range")
+        }
+        let rc = csqlite_read_main_file(db, base, count, offset)
+        guard rc == SQLITE_OK else {
+            let message =
+                rc == CSQLITE_IOERR_SHORT_READ
+                ? "the database file ends before its last page (\(offset + Int64(count)) bytes)" : String(cString: sqlite3_errstr(rc))
+            throw rc == CSQLITE_IOERR_SHORT_READ ? .corrupt(message) : SQLiteFailure(code: rc, message: message)
+        }
     }
 
     private func failure(_ rc: Int32) -> SQLiteFailure {
