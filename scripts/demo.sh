@@ -48,7 +48,7 @@ build() {
 
 start_stack() {
   say "start the local KDL stack and seed it ($SEED)"
-  mkdir -p -m 0755 "$DEMO_DIR/stack"
+  mkdir -m 0755 "$DEMO_DIR/stack"
   "$ROOT/scripts/stack/up.sh" --dir "$DEMO_DIR/stack" --seed "$SEED" >&2
   set -a
   # shellcheck source=/dev/null
