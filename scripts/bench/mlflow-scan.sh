@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # Summary: mlflow-scan targets (issue 5): scan 1,000 projects (< 1 s); snapshot a 500 MiB database while a
-#          writer inserts runs, against cp of the same file (<= 1.5x cp). Prints a markdown table.
+#          writer inserts runs, against cp of the same file (<= 1.5x cp), for a WAL and a rollback-journal store.
+#          Per store and round, alternating: cp, a --snapshot run (default --check integrity), a run with
+#          --check quick; each figure is the best of the rounds (all rounds shown). Prints a markdown table.
 # Usage: KDL_BIN_DIR=DIR scripts/bench/mlflow-scan.sh
-#   env: BENCH_MLFLOW_PROJECTS (1000), BENCH_MLFLOW_MIB (500), BENCH_MLFLOW_JOURNAL (wal|delete, default wal),
-#        BENCH_MLFLOW_REPEAT (3: each figure is the median of this many runs)
+#   env: BENCH_MLFLOW_PROJECTS (1000), BENCH_MLFLOW_MIB (500), BENCH_MLFLOW_REPEAT (3 rounds, at least 2)
 set -Eeuo pipefail
 umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PROJECTS=${BENCH_MLFLOW_PROJECTS:-1000}
 MIB=${BENCH_MLFLOW_MIB:-500}
-JOURNAL=${BENCH_MLFLOW_JOURNAL:-wal}
 REPEAT=${BENCH_MLFLOW_REPEAT:-3}
 PYTHON="$ROOT/.venv/bin/python"
 WORK=""
 WRITER_PID=""
+STOP=""
 
 die() { echo "mlflow-scan bench: $*" >&2; exit 1; }
 
 cleanup() {
   if [[ -n "$WRITER_PID" ]]; then kill "$WRITER_PID" 2>/dev/null || true; wait "$WRITER_PID" 2>/dev/null || true; fi
+  if [[ -n "$STOP" ]]; then touch "$STOP"; fi
   if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi
 }
 
@@ -27,10 +29,10 @@ cleanup() {
 now_ns() { date +%s%N; }
 
 # elapsed START_NS: seconds since START_NS, three decimals.
-elapsed() { awk -v ns=$(($(now_ns) - $1)) 'BEGIN { printf "%.3f", ns / 1e9 }'; }
+elapsed() { awk -v ns=$(($(now_ns) - $1)) 'BEGIN { printf "%.3f\n", ns / 1e9 }'; }
 
-# median: the middle of the numbers given as arguments.
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# best: the smallest of the numbers given as arguments.
+best() { printf '%s\n' "$@" | sort -g | head -n 1; }
 
 # ratio A B: A/B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
@@ -79,94 +81,180 @@ c.close()
 PY
 }
 
-# start_writer DB STOPFILE: the e2e tests' writer (one transaction per run, as MLflow does) in the background.
+# start_writer DB STOPFILE FIRST: in the background, a writer like the e2e tests' (one transaction per run with
+# its params and metrics, as MLflow's SQLAlchemy store does) until STOPFILE exists; it prints the runs it
+# committed and its longest commit (seconds from BEGIN IMMEDIATE to COMMIT, lock waits included).
 start_writer() {
-  "$PYTHON" -c "import os, sys; sys.path.insert(0, os.path.join(os.environ['BENCH_ROOT'], 'Tests', 'e2e')); from test_mlflow_scan import WRITER; sys.argv = ['writer'] + sys.argv[1:]; exec(WRITER)" \
-    "$1" "$2" 20000 >"$WORK/writer.out" 2>"$WORK/writer.err" &
+  "$PYTHON" - "$1" "$2" "$3" >"$WORK/writer.out" 2>"$WORK/writer.err" <<'PY' &
+import os, sqlite3, sys, time
+db, stop, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+conn = sqlite3.connect(db, timeout=600, isolation_level=None)
+n, longest = start, 0.0
+while not os.path.exists(stop):
+    run = "%032x" % n
+    began = time.monotonic()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO runs (run_uuid, name, source_type, status, start_time, lifecycle_stage, experiment_id)"
+                 " VALUES (?, ?, 'LOCAL', 'RUNNING', ?, 'active', 0)", (run, "run-%d" % n, n))
+    for key in ("alpha", "epochs", "lr"):
+        conn.execute("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", (key, str(n), run))
+    for key in ("loss", "acc"):
+        conn.execute("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, 0.5, ?, ?, 0, 0)", (key, n, run))
+        conn.execute("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?, 0.5, ?, 0, 0, ?)", (key, n, run))
+    conn.execute("COMMIT")
+    longest = max(longest, time.monotonic() - began)
+    n += 1
+print(n - start, "%.3f" % longest)
+PY
   WRITER_PID=$!
+  STOP=$2
+}
+
+# stop_writer: stops the writer and appends "RUNS LONGEST" to $WORK/writer-<store>.txt.
+stop_writer() {
+  touch "$STOP"
+  wait "$WRITER_PID" || die "the writer failed: $(cat "$WORK/writer.err")"
+  WRITER_PID=""
+  cat "$WORK/writer.out" >>"$WORK/writer-$1.txt"
+  rm -f "$STOP"
+}
+
+# run_sampled OUT CMD...: runs CMD with stdout to OUT.json, polling /proc/PID/status every 20 ms for its peak
+# anonymous and file-backed resident memory; writes "ANON_KIB FILE_KIB" to OUT.rss and the wall time to OUT.s.
+run_sampled() {
+  local out=$1 start pid anon=0 file=0 key value rest rc=0
+  shift
+  start=$(now_ns)
+  "$@" >"$out.json" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    while read -r key value rest; do
+      case $key in
+        RssAnon:) if ((value > anon)); then anon=$value; fi ;;
+        RssFile:) if ((value > file)); then file=$value; fi ;;
+      esac
+    done <"/proc/$pid/status" 2>/dev/null || true
+    sleep 0.02
+  done
+  wait "$pid" || rc=$?
+  elapsed "$start" >"$out.s"
+  echo "$anon $file" >"$out.rss"
+  return "$rc"
 }
 
 # json_field FILE EXPR: a value from the first store of a report.
 json_field() { "$PYTHON" -c "import json, sys; s = json.load(open(sys.argv[1]))['stores'][0]; print($2)" "$1"; }
 
+# measure_round STORE ROUND: one round on the store of that name, writer active: cp, a default snapshot run, a quick one.
+# Appends each figure to $WORK/<store>.<figure>.
+measure_round() {
+  local name=$1 round=$2 tree="$WORK/$1/shared-volume" db start out="$WORK/run"
+  db="$tree/kdl-$1-mlflow-claim-pvc-0001/mlflow.db"
+  start_writer "$db" "$WORK/stop" $((100000000 + round * 10000000))
+  sleep 1
+  rm -f "$WORK/cp.db"
+  start=$(now_ns)
+  cp "$db" "$WORK/cp.db"
+  elapsed "$start" >>"$WORK/$name.cp"
+  rm -f "$WORK/cp.db"
+
+  local check
+  for check in integrity quick; do
+    rm -rf "$WORK/snap"
+    run_sampled "$out" "$SCAN" "$tree" --snapshot "$WORK/snap" --check "$check" || die "mlflow-scan failed: $(cat "$out.json")"
+    [[ "$(json_field "$out.json" "s['snapshot'].get('integrity')")" == ok ]] || die "snapshot not ok: $(cat "$out.json")"
+    cat "$out.s" >>"$WORK/$name.total-$check"
+    json_field "$out.json" "s['snapshot']['checkSeconds']" >>"$WORK/$name.check-$check"
+    json_field "$out.json" "s['snapshot']['copySeconds']" >>"$WORK/$name.copy"
+    json_field "$out.json" "s['snapshot']['digestSeconds']" >>"$WORK/$name.digest"
+    json_field "$out.json" "s['snapshot']['method']" >"$WORK/$name.method"
+    cat "$out.rss" >>"$WORK/$name.rss"
+  done
+  rm -rf "$WORK/snap"
+  stop_writer "$name"
+}
+
+# figure STORE NAME: "best s (all: a b c)" of the figures recorded for STORE.
+figure() {
+  local values
+  mapfile -t values <"$WORK/$1.$2"
+  echo "$(best "${values[@]}") s (${values[*]})"
+}
+
+# cell_vs_cp STORE NAME: the best figure and its ratio to the best cp of the same store.
+cell_vs_cp() {
+  local values cps
+  mapfile -t values <"$WORK/$1.$2"
+  mapfile -t cps <"$WORK/$1.cp"
+  echo "$(best "${values[@]}") s = $(ratio "$(best "${values[@]}")" "$(best "${cps[@]}")")x cp (${values[*]})"
+}
+
+# rss STORE: peak anonymous and file-backed resident memory over the store's runs, MiB.
+rss() {
+  local anon file
+  anon=$(cut -d' ' -f1 "$WORK/$1.rss" | sort -g | tail -n 1)
+  file=$(cut -d' ' -f2 "$WORK/$1.rss" | sort -g | tail -n 1)
+  echo "$((anon / 1024)) MiB anon + $((file / 1024)) MiB file-backed"
+}
+
+# writer STORE: runs committed while measuring, and the longest commit.
+writer() {
+  awk '{ runs += $1; if ($2 > longest) longest = $2 } END { printf "%d runs, longest commit %.3f s", runs, longest }' "$WORK/writer-$1.txt"
+}
+
 main() {
   [[ -n "${KDL_BIN_DIR:-}" && -x "$KDL_BIN_DIR/mlflow-scan" ]] || die "set KDL_BIN_DIR to the folder of the release helpers (scripts/bench.sh does)"
   [[ -x "$PYTHON" ]] || die "$PYTHON is missing: run scripts/setup.sh"
+  ((REPEAT >= 2)) || die "BENCH_MLFLOW_REPEAT must be at least 2"
   export BENCH_ROOT="$ROOT"
-  local scan="$KDL_BIN_DIR/mlflow-scan"
+  SCAN="$KDL_BIN_DIR/mlflow-scan"
   WORK=$(mktemp -d /tmp/mlflow-scan-bench.XXXXXX)
   trap cleanup EXIT
 
   # 1. Scan many projects (warm cache: the first run is discarded).
   make_projects "$WORK/many/shared-volume" "$PROJECTS"
-  "$scan" "$WORK/many/shared-volume" >"$WORK/many.json"
+  "$SCAN" "$WORK/many/shared-volume" >"$WORK/many.json"
   local found scans=() i start
   found=$("$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); print(r['summary']['ok'])" "$WORK/many.json")
   [[ "$found" == "$PROJECTS" ]] || die "scan found $found ok stores, expected $PROJECTS"
   for ((i = 0; i < REPEAT; i++)); do
     start=$(now_ns)
-    "$scan" "$WORK/many/shared-volume" >/dev/null
+    "$SCAN" "$WORK/many/shared-volume" >/dev/null
     scans+=("$(elapsed "$start")")
   done
+  rm -rf "$WORK/many" "$WORK/template"
 
-  # 2. Snapshot one big store while a writer inserts runs; cp of the same file under the same load.
-  local big="$WORK/big/shared-volume/kdl-big-mlflow-claim-pvc-0001"
-  mkdir -p "$big"
-  make_big_store "$big/mlflow.db" "$MIB" "$JOURNAL"
-  local bytes
-  bytes=$(stat -c %s "$big/mlflow.db")
-  start_writer "$big/mlflow.db" "$WORK/stop"
-  sleep 1
-  local cps=() totals=() copies=() checks=() digests=() rss=() quicks=() quick_checks=() runs_before runs_after
-  runs_before=$("$PYTHON" -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1], timeout=60).execute('SELECT count(*) FROM runs').fetchone()[0])" "$big/mlflow.db")
+  # 2. One big WAL store and the same database in rollback-journal mode (MLflow's SQLite default).
+  local wal_db="$WORK/wal/shared-volume/kdl-wal-mlflow-claim-pvc-0001/mlflow.db"
+  local rollback_db="$WORK/rollback/shared-volume/kdl-rollback-mlflow-claim-pvc-0001/mlflow.db"
+  mkdir -p "$(dirname "$wal_db")" "$(dirname "$rollback_db")"
+  make_big_store "$wal_db" "$MIB" wal
+  cp "$wal_db" "$rollback_db"
+  "$PYTHON" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode=DELETE')" "$rollback_db"
+  local wal_bytes rollback_bytes
+  wal_bytes=$(stat -c %s "$wal_db")
+  rollback_bytes=$(stat -c %s "$rollback_db")
   for ((i = 0; i < REPEAT; i++)); do
-    rm -f "$WORK/cp.db"
-    start=$(now_ns)
-    cp "$big/mlflow.db" "$WORK/cp.db"
-    cps+=("$(elapsed "$start")")
-
-    rm -rf "$WORK/snap"
-    start=$(now_ns)
-    /usr/bin/time -f %M -o "$WORK/rss" "$scan" "$WORK/big/shared-volume" --snapshot "$WORK/snap" >"$WORK/snap.json"
-    totals+=("$(elapsed "$start")")
-    [[ "$(json_field "$WORK/snap.json" "s['snapshot']['integrity']")" == ok ]] || die "snapshot not ok: $(cat "$WORK/snap.json")"
-    copies+=("$(json_field "$WORK/snap.json" "s['snapshot']['copySeconds']")")
-    checks+=("$(json_field "$WORK/snap.json" "s['snapshot']['checkSeconds']")")
-    digests+=("$(json_field "$WORK/snap.json" "s['snapshot']['digestSeconds']")")
-    rss+=("$(cat "$WORK/rss")")
-
-    rm -rf "$WORK/snap"
-    start=$(now_ns)
-    "$scan" "$WORK/big/shared-volume" --snapshot "$WORK/snap" --check quick >"$WORK/snap.json"
-    quicks+=("$(elapsed "$start")")
-    quick_checks+=("$(json_field "$WORK/snap.json" "s['snapshot']['checkSeconds']")")
+    measure_round wal "$i"
+    measure_round rollback "$i"
   done
-  runs_after=$(json_field "$WORK/snap.json" "s['runs']")
-  touch "$WORK/stop"
-  wait "$WRITER_PID" || die "the writer failed: $(cat "$WORK/writer.err")"
-  WRITER_PID=""
 
-  local scan_s cp_s total_s copy_s check_s digest_s quick_s
-  scan_s=$(median "${scans[@]}")
-  cp_s=$(median "${cps[@]}")
-  total_s=$(median "${totals[@]}")
-  copy_s=$(median "${copies[@]}")
-  check_s=$(median "${checks[@]}")
-  digest_s=$(median "${digests[@]}")
-  quick_s=$(median "${quicks[@]}")
-  echo "| measure | measured | target |"
-  echo "|---|---|---|"
-  echo "| scan $PROJECTS projects (median of $REPEAT; runs: ${scans[*]} s) | $scan_s s | < 1 s |"
-  echo "| cp of the $((bytes >> 20)) MiB $JOURNAL-mode mlflow.db, writer active (runs: ${cps[*]} s) | $cp_s s | reference |"
-  echo "| snapshot copy with the backup API (runs: ${copies[*]} s) | $copy_s s = $(ratio "$copy_s" "$cp_s")x cp | <= 1.5x cp |"
-  echo "| PRAGMA integrity_check of the copy (default --check integrity) | $check_s s | - |"
-  echo "| PRAGMA quick_check of the copy (--check quick) | $(median "${quick_checks[@]}") s | - |"
-  echo "| sha256 of the copy | $digest_s s | - |"
-  echo "| whole mlflow-scan --snapshot run (runs: ${totals[*]} s) | $total_s s = $(ratio "$total_s" "$cp_s")x cp | <= 1.5x cp |"
-  echo "| whole run with --check quick (runs: ${quicks[*]} s) | $quick_s s = $(ratio "$quick_s" "$cp_s")x cp | <= 1.5x cp |"
-  echo "| mlflow-scan max RSS | $(($(median "${rss[@]}") / 1024)) MiB | streaming (not the db size) |"
-  echo "| runs the writer committed during the snapshots (in the last copy: $runs_after) | $(cat "$WORK/writer.out") (started from $runs_before) | writer active |"
+  echo "| measure (best of $REPEAT rounds; every round in brackets) | WAL store ($((wal_bytes >> 20)) MiB) | rollback-journal store ($((rollback_bytes >> 20)) MiB) | target |"
+  echo "|---|---|---|---|"
+  echo "| scan $PROJECTS projects | $(best "${scans[@]}") s (${scans[*]}) | | < 1 s |"
+  echo "| cp of mlflow.db, writer active | $(figure wal cp) | $(figure rollback cp) | reference |"
+  echo "| snapshot copy ($(cat "$WORK/wal.method") / $(cat "$WORK/rollback.method")), writer active | $(cell_vs_cp wal copy) | $(cell_vs_cp rollback copy) | <= 1.5x cp |"
+  echo "| PRAGMA integrity_check of the copy (default --check integrity) | $(figure wal check-integrity) | $(figure rollback check-integrity) | - |"
+  echo "| PRAGMA quick_check of the copy (--check quick) | $(figure wal check-quick) | $(figure rollback check-quick) | - |"
+  echo "| sha256 of the copy | $(figure wal digest) | $(figure rollback digest) | - |"
+  echo "| whole mlflow-scan --snapshot run, default check | $(cell_vs_cp wal total-integrity) | $(cell_vs_cp rollback total-integrity) | (target is the copy's) |"
+  echo "| whole run with --check quick | $(cell_vs_cp wal total-quick) | $(cell_vs_cp rollback total-quick) | (target is the copy's) |"
+  echo "| peak resident memory of mlflow-scan (sampled every 20 ms) | $(rss wal) | $(rss rollback) | streaming (anon not the db size) |"
+  echo "| writer during the rounds | $(writer wal) | $(writer rollback) | writer active |"
   echo
+  echo "The copy replaces the original backup's cp and is what the target applies to. The check and the digest"
+  echo "come on top: with the default integrity_check the whole run is several times cp (see the last rows)."
+  echo "File-backed memory is the page cache mapped by SQLite (source and check read through mmap), not a heap copy."
   echo "Load average while measuring: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores."
 }
 
