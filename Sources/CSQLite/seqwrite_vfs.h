@@ -2,7 +2,8 @@
 #define KDL_CSQLITE_SEQWRITE_VFS_H
 /* "kdl-seqwrite": a VFS over the default one for a private file that SQLite's online backup API fills.
    The backup writes its destination one page (4 KiB) per write(2); this VFS gathers consecutive writes to the
-   main database file into 64 KiB ones (the unix VFS writes at most 128 KiB - 1 bytes per call) and flushes
+   main database file into writes of up to 124 KiB (31 pages of 4 KiB: the unix VFS writes at most 128 KiB - 1
+   bytes per call; 124 KiB measured 10% less CPU than 64 KiB on a 500 MiB copy) and flushes
    before anything that reads or sizes the file, syncs, truncates or closes it. Journals and WAL files pass
    through untouched. Its files have no shared-memory methods (iVersion 1): a connection that uses it must set
    locking_mode=EXCLUSIVE before it could need a WAL index (SQLite then keeps that index in heap memory). */
@@ -11,7 +12,7 @@
 #include <string.h>
 
 #define CSQLITE_SEQWRITE_VFS "kdl-seqwrite"
-#define CSQLITE_SEQWRITE_BUFFER 65536
+#define CSQLITE_SEQWRITE_BUFFER 126976
 
 typedef struct csqlite_seq_file {
     sqlite3_file base;
