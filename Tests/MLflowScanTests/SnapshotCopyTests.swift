@@ -37,7 +37,7 @@ import Testing
         let writer = try tree.mlflowStore(in: folder, runs: 10, wal: true)
         try writer.execute("PRAGMA wal_autocheckpoint = 0")
         // About 2 MiB of metrics, half checkpointed into mlflow.db and half only in mlflow.db-wal, so the copy takes
-        // pages from both files and the destination sees many gathered 64 KiB writes.
+        // pages from both files and the destination sees many gathered 124 KiB writes.
         let metrics = """
             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 14999)
             INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)

@@ -156,6 +156,8 @@ def test_snapshots_taken_while_a_writer_inserts_runs_are_consistent(scan_bin, tr
             assert store["journalMode"] == ("wal" if wal else "delete")
             snapshot = store["snapshot"]
             assert snapshot["integrity"] == "ok"
+            # WAL stores go through the backup API; rollback stores are copied under the read transaction's lock.
+            assert snapshot["method"] == ("backup-api" if wal else "shared-lock-copy")
             copy = Path(snapshot["path"])
             assert copy == snapdir / "demo" / "mlflow.db"
             table_counts, integrity = counts(copy)
