@@ -81,31 +81,12 @@ c.close()
 PY
 }
 
-# start_writer DB STOPFILE FIRST: in the background, a writer like the e2e tests' (one transaction per run with
-# its params and metrics, as MLflow's SQLAlchemy store does) until STOPFILE exists; it prints the runs it
-# committed and its longest commit (seconds from BEGIN IMMEDIATE to COMMIT, lock waits included).
+# start_writer DB STOPFILE FIRST: in the background, the e2e tests' writer (one transaction per run with its
+# params and metrics, as MLflow's SQLAlchemy store does) until STOPFILE exists; it prints the runs it committed
+# and its longest commit (seconds from BEGIN IMMEDIATE to COMMIT, lock waits included).
 start_writer() {
-  "$PYTHON" - "$1" "$2" "$3" >"$WORK/writer.out" 2>"$WORK/writer.err" <<'PY' &
-import os, sqlite3, sys, time
-db, stop, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
-conn = sqlite3.connect(db, timeout=600, isolation_level=None)
-n, longest = start, 0.0
-while not os.path.exists(stop):
-    run = "%032x" % n
-    began = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO runs (run_uuid, name, source_type, status, start_time, lifecycle_stage, experiment_id)"
-                 " VALUES (?, ?, 'LOCAL', 'RUNNING', ?, 'active', 0)", (run, "run-%d" % n, n))
-    for key in ("alpha", "epochs", "lr"):
-        conn.execute("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", (key, str(n), run))
-    for key in ("loss", "acc"):
-        conn.execute("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, 0.5, ?, ?, 0, 0)", (key, n, run))
-        conn.execute("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?, 0.5, ?, 0, 0, ?)", (key, n, run))
-    conn.execute("COMMIT")
-    longest = max(longest, time.monotonic() - began)
-    n += 1
-print(n - start, "%.3f" % longest)
-PY
+  "$PYTHON" -c "import os, sys; sys.path.insert(0, os.path.join(os.environ['BENCH_ROOT'], 'Tests', 'e2e')); from test_mlflow_scan import WRITER; sys.argv = ['writer'] + sys.argv[1:]; exec(WRITER)" \
+    "$1" "$2" "$3" >"$WORK/writer.out" 2>"$WORK/writer.err" &
   WRITER_PID=$!
   STOP=$2
 }
