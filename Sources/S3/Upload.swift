@@ -254,6 +254,40 @@ final class PartQueue: @unchecked Sendable {
     }
 }
 
+/// The SHA-256 of a stream whose parts are hashed by several threads: each part waits for the one before it.
+/// Parts are handed out in order and each is added right after it is taken, so the wait is one part's hashing.
+final class OrderedDigest: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var digest: SHA256Digest
+    private var next: Int
+
+    /// Continues `digest` (which holds the parts before `next`).
+    init(_ digest: consuming SHA256Digest, next: Int) {
+        self.digest = digest
+        self.next = next
+    }
+
+    /// Adds part `number`; parts before the starting one are already in the digest and are ignored.
+    func add(_ number: Int, _ bytes: UnsafeRawBufferPointer) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard number >= next else { return }
+        while next != number { condition.wait() }
+        digest.update(bytes)
+        next += 1
+        condition.broadcast()
+    }
+
+    /// The digest of every part added; call once, after the last part.
+    func finalize() -> [UInt8] {
+        condition.withLock {
+            var finished = SHA256Digest()
+            swap(&finished, &digest)
+            return finished.finalize()
+        }
+    }
+}
+
 /// Streams a source to one S3 object: a single PUT below the part size, multipart above, with bounded memory.
 public final class Uploader: @unchecked Sendable {
     let client: S3Client
@@ -287,12 +321,14 @@ public final class Uploader: @unchecked Sendable {
 
         // The first part decides: a short stream is one PutObject.
         let first = pool.acquire(size: partSize(1, 0))
-        let firstLength = try fill(first, count: partSize(1, 0), from: source, digest: &digest)
+        let firstLength = try fill(first, count: partSize(1, 0), from: source)
+        digest.update(first.prefix(firstLength))
         var second = PartBuffer()
         var secondLength = 0
         if firstLength == partSize(1, 0) && source.length.map({ $0 > Int64(firstLength) }) ?? true {
             second = pool.acquire(size: partSize(2, Int64(firstLength)))
-            secondLength = try fill(second, count: partSize(2, Int64(firstLength)), from: source, digest: &digest)
+            secondLength = try fill(second, count: partSize(2, Int64(firstLength)), from: source)
+            digest.update(second.prefix(secondLength))
         }
         if secondLength == 0 {
             let body = first.prefix(firstLength)
@@ -310,6 +346,9 @@ public final class Uploader: @unchecked Sendable {
         let uploadID = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: createHeaders)
         activeUpload.set(client: client, location: location, uploadID: uploadID)
         let queue = PartQueue()
+        // Parts from the third on are hashed into the stream's SHA-256 by the uploaders, in order, so the reader
+        // only reads: it is on the critical path whenever every buffer is in flight.
+        let streamDigest = OrderedDigest(digest, next: 3)
         let done = DispatchGroup()
         for _ in 0..<max(1, options.concurrency) {
             done.enter()
@@ -317,6 +356,8 @@ public final class Uploader: @unchecked Sendable {
                 defer { done.leave() }
                 while let part = queue.pop() {
                     defer { pool.release(part.buffer) }
+                    // Before anything that may fail or skip: the next part's uploader waits for this one.
+                    streamDigest.add(part.number, part.buffer.prefix(part.length))
                     if queue.hasFailed { continue }
                     do {
                         let body = part.buffer.prefix(part.length)
@@ -352,7 +393,7 @@ public final class Uploader: @unchecked Sendable {
             let size = partSize(number, total)
             let buffer = pool.acquire(size: size)
             do {
-                lastLength = try fill(buffer, count: size, from: source, digest: &digest)
+                lastLength = try fill(buffer, count: size, from: source)
             } catch {
                 pool.release(buffer)
                 readError = error
@@ -392,7 +433,7 @@ public final class Uploader: @unchecked Sendable {
         }
         activeUpload.clear()
         return PutResult(
-            bucket: location.bucket, key: location.key, size: total, sha256: digest.finalize().hexString, etag: etag,
+            bucket: location.bucket, key: location.key, size: total, sha256: streamDigest.finalize().hexString, etag: etag,
             parts: parts.count, seconds: Self.elapsed(since: started))
     }
 
@@ -408,14 +449,13 @@ public final class Uploader: @unchecked Sendable {
         }
     }
 
-    /// Reads until `count` bytes or the end of the source, hashing what it reads.
-    func fill(_ buffer: PartBuffer, count: Int, from source: ByteSource, digest: inout SHA256Digest) throws -> Int {
+    /// Reads until `count` bytes or the end of the source.
+    func fill(_ buffer: PartBuffer, count: Int, from source: ByteSource) throws -> Int {
         var filled = 0
         let raw = buffer.bytes
         while filled < count {
             let read = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled..<count]))
             if read == 0 { break }
-            digest.update(UnsafeRawBufferPointer(rebasing: raw[filled..<(filled + read)]))
             filled += read
         }
         return filled

@@ -167,6 +167,27 @@ final class FakeS3: @unchecked Sendable {
         #expect(multipart ? on.partChecksums.count == 3 : on.singleChecksum != nil)
     }
 
+    /// Uploaders add parts in whatever order they get to them; the digest is still of the stream in order.
+    @Test func partsHashedOnManyThreadsGiveTheStreamsDigest() {
+        let parts = (0..<12).map { Data(repeating: UInt8($0), count: 1000 + $0) }
+        var head = SHA256Digest()
+        head.update(parts[0])
+        head.update(parts[1])
+        let ordered = OrderedDigest(head, next: 3)
+        // One thread per part (as each part has its uploader), started last part first.
+        let done = DispatchGroup()
+        for number in (1...parts.count).reversed() {
+            done.enter()
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: Double.random(in: 0...0.003))
+                parts[number - 1].withUnsafeBytes { ordered.add(number, $0) }
+                done.leave()
+            }
+        }
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(ordered.finalize().hexString == SHA256Digest.hash(parts.reduce(Data(), +)).hexString)
+    }
+
     /// One uploader still needs two buffers: the first part and the one that decides on multipart.
     @Test func oneUploaderAtATimeCompletes() throws {
         let s3 = FakeS3()
