@@ -13,8 +13,8 @@ VENV="$ROOT/.venv"
 CHECKOV_VENV="$ROOT/.venv-checkov"
 
 APT_PACKAGES=(
-  # build: the C system libraries behind CCurl, CJQ, CSQLite, CCrypto
-  libcurl4-openssl-dev libjq-dev libsqlite3-dev libssl-dev pkg-config
+  # build: the C system libraries behind CCurl, CJQ, CSQLite, CCrypto, CZlib
+  libcurl4-openssl-dev libjq-dev libsqlite3-dev libssl-dev zlib1g-dev pkg-config
   # the job's own tools and the local stack
   postgresql postgresql-client sqlite3 zstd age tar git jq curl ca-certificates openssl procps psmisc iproute2
   # tests and the image smoke test
