@@ -55,7 +55,7 @@ cleanup() {
 }
 
 # debian_packages: the package list for the chroot: Debian lines of packages.txt as pinned,
-# the stand-ins for the pgdg and mongodb lines.
+# the stand-ins for the pgdg and mongodb lines (kubectl, used only by restore.sh, is not smoke-tested here).
 debian_packages() {
   awk '$1 == "debian" {print $2}' "$ROOT/backup/packages.txt"
   printf '%s\n' "${STANDIN_PACKAGES[@]}"
