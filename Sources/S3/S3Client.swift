@@ -175,15 +175,49 @@ public final class S3Client: Sendable {
         }
     }
 
-    public func createMultipartUpload(bucket: String, key: String, headers: [HTTPHeader]) throws -> String {
+    /// A new multipart upload's id, and whether an earlier attempt failed after it may have reached S3
+    /// (its answer lost): such an attempt can have created an upload nobody knows the id of.
+    public struct CreatedUpload: Sendable {
+        public var id: String
+        public var mayHaveStrays: Bool
+    }
+
+    public func createMultipartUpload(bucket: String, key: String, headers: [HTTPHeader]) throws -> CreatedUpload {
         let request = S3Request(method: "POST", bucket: bucket, key: key, query: [("uploads", "")], headers: headers)
-        let response = try send("CreateMultipartUpload", request)
+        var attempts = 0
+        let response = try retrying("CreateMultipartUpload", bucket: bucket, key: key) { attempt in
+            attempts = attempt + 1
+            return try perform("CreateMultipartUpload", request)
+        }
         guard let id = XMLText.first("UploadId", in: String(decoding: response.body, as: UTF8.self)), !id.isEmpty else {
             throw S3Error.service(
                 operation: "CreateMultipartUpload", bucket: bucket, key: key, status: response.status, code: "MalformedResponse",
                 message: "no UploadId in the answer")
         }
-        return id
+        return CreatedUpload(id: id, mayHaveStrays: attempts > 1)
+    }
+
+    /// The ids of the multipart uploads in progress for exactly `key` (ListMultipartUploads, all pages).
+    public func multipartUploads(bucket: String, key: String) throws -> [String] {
+        var ids: [String] = []
+        var markers: (key: String, id: String)?
+        repeat {
+            var query = [("uploads", ""), ("prefix", key), ("encoding-type", "url")]
+            if let markers { query += [("key-marker", markers.key), ("upload-id-marker", markers.id)] }
+            let response = try send("ListMultipartUploads", S3Request(method: "GET", bucket: bucket, query: query))
+            let xml = String(decoding: response.body, as: UTF8.self)
+            let urlEncoded = XMLText.first("EncodingType", in: xml) == "url"
+            for block in XMLText.blocks("Upload", in: xml) {
+                let rawKey = XMLText.first("Key", in: block) ?? ""
+                let found = urlEncoded ? (rawKey.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? rawKey) : rawKey
+                if found == key, let id = XMLText.first("UploadId", in: block) { ids.append(id) }
+            }
+            let truncated = XMLText.first("IsTruncated", in: xml) == "true"
+            let nextKey = XMLText.first("NextKeyMarker", in: xml) ?? ""
+            let nextID = XMLText.first("NextUploadIdMarker", in: xml) ?? ""
+            markers = truncated && !(nextKey.isEmpty && nextID.isEmpty) ? (nextKey, nextID) : nil
+        } while markers != nil
+        return ids
     }
 
     /// What PutObject and UploadPart carry for S3 to verify and keep a CRC-32, as the AWS SDKs send it.

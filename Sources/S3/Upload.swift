@@ -343,7 +343,10 @@ public final class Uploader: @unchecked Sendable {
 
         var createHeaders = options.headers
         if checksums { createHeaders.append(HTTPHeader("x-amz-checksum-algorithm", "CRC32")) }
-        let uploadID = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: createHeaders)
+        let created = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: createHeaders)
+        let uploadID = created.id
+        // A retried CreateMultipartUpload may have left an upload whose answer was lost: abort it at the end.
+        defer { if created.mayHaveStrays { abortStrays(location: location, keeping: uploadID) } }
         activeUpload.set(client: client, location: location, uploadID: uploadID)
         let queue = PartQueue()
         // Parts from the third on are hashed into the stream's SHA-256 by the uploaders, in order, so the reader
@@ -446,6 +449,22 @@ public final class Uploader: @unchecked Sendable {
             log.log(
                 .error, tool: "s3-put", "could not abort the multipart upload; its parts stay stored until aborted",
                 [("bucket", location.bucket), ("key", location.key), ("upload_id", uploadID), ("error", "\(error)")])
+        }
+    }
+
+    /// Aborts the uploads in progress for this key other than ours: each was created by one of our own
+    /// CreateMultipartUpload attempts whose answer was lost (keys of a backup set are written by one s3-put).
+    func abortStrays(location: S3Location, keeping uploadID: String) {
+        do {
+            for stray in try client.multipartUploads(bucket: location.bucket, key: location.key) where stray != uploadID {
+                try client.abortMultipartUpload(bucket: location.bucket, key: location.key, uploadID: stray)
+                log.log(.info, tool: "s3-put", "aborted a multipart upload left by a retried create",
+                        [("bucket", location.bucket), ("key", location.key), ("upload_id", stray)])
+            }
+        } catch {
+            log.log(
+                .warn, tool: "s3-put", "could not look for multipart uploads left by a retried create",
+                [("bucket", location.bucket), ("key", location.key), ("error", "\(error)")])
         }
     }
 

@@ -47,6 +47,8 @@ final class FakeS3: @unchecked Sendable {
     var singleChecksum: String?
     var inFlight = 0
     var maxInFlight = 0
+    /// The first CreateMultipartUpload creates "upload-ghost" on the server, then its answer is lost.
+    var loseFirstCreateAnswer = false
 
     lazy var transport = FakeTransport { [unowned self] request, body, sink in try self.answer(request, body, sink) }
 
@@ -57,6 +59,15 @@ final class FakeS3: @unchecked Sendable {
         let header = { (name: String) in request.headers.first { $0.name.lowercased() == name }?.value }
         switch (request.method, value("uploads"), value("partNumber")) {
         case ("POST", .some, _):
+            let lost = lock.withLock {
+                guard loseFirstCreateAnswer else { return false }
+                loseFirstCreateAnswer = false
+                uploads.insert("upload-ghost")
+                return true
+            }
+            if lost {
+                throw HTTPTransportError(code: 56, message: "Connection reset by peer", url: request.url, retryable: true)
+            }
             lock.withLock {
                 _ = uploads.insert("upload-1")
                 checksumAlgorithm = header("x-amz-checksum-algorithm")
@@ -92,6 +103,10 @@ final class FakeS3: @unchecked Sendable {
                 uploads.remove("upload-1")
             }
             return HTTPResponse(status: 200, body: Data("<R><ETag>\"final-\(numbers.count)\"</ETag></R>".utf8))
+        case ("GET", .some, _):
+            let prefix = value("prefix") ?? ""
+            let blocks = lock.withLock { uploads.sorted() }.map { "<Upload><Key>\(prefix)</Key><UploadId>\($0)</UploadId></Upload>" }
+            return HTTPResponse(status: 200, body: Data("<R><IsTruncated>false</IsTruncated>\(blocks.joined())</R>".utf8))
         case ("DELETE", _, _):
             lock.withLock {
                 aborted.append(value("uploadId") ?? "")
@@ -228,6 +243,24 @@ final class FakeS3: @unchecked Sendable {
         #expect(s3.uploads.isEmpty && s3.objects.isEmpty)
         let attemptsOfPart4 = s3.transport.sent.filter { query(of: $0.request).contains("partNumber=4") }.count
         #expect(attemptsOfPart4 == 3)
+    }
+
+    @Test func anUploadLeftByARetriedCreateIsAbortedAfterCompletion() throws {
+        let s3 = FakeS3()
+        s3.loseFirstCreateAnswer = true
+        let data = random(5_500)
+        let result = try uploader(s3).upload(from: MemorySource(data), to: S3Location(bucket: "b", key: "sets/k"))
+        #expect(result.size == 5_500)
+        #expect(s3.objects.values.first == data)
+        #expect(s3.aborted == ["upload-ghost"])
+        #expect(s3.uploads.isEmpty)
+    }
+
+    @Test func noListingWhenCreateAnsweredAtOnce() throws {
+        let s3 = FakeS3()
+        _ = try uploader(s3).upload(from: MemorySource(random(5_500)), to: S3Location(bucket: "b", key: "k"))
+        #expect(!s3.transport.sent.contains { $0.request.method == "GET" })
+        #expect(s3.aborted.isEmpty)
     }
 
     @Test func aReadErrorAbortsToo() throws {

@@ -157,7 +157,7 @@ CASES = [
     dict(id="names-mlflow", group="names", run="backup+restore", names="mlflow", exit=0, error=r""),
     # --- the Kubernetes API server answering badly --------------------------------------------------------------
     dict(id="api-malformed-json", group="api", run=H, fault="malformed", args=["k8s-export", "secrets"],
-         exit=1, error=r"answer is not a list \(input is not valid JSON"),
+         exit=1, error=r"answer is not a list \((input is not valid JSON|invalid JSON at byte \d+)"),
     dict(id="api-huge-page", group="api", run=H, fault="huge", args=["k8s-export", "secrets"], exit=(0, 74),
          error=r""),
     dict(id="api-500", group="api", run=H, fault="500:9", args=["k8s-export", "secrets"], exit=(69, 75),
