@@ -138,9 +138,14 @@ def test_credentials_come_only_from_secrets(case):
 def test_rbac_is_namespaced_get_list_only(case):
     path, values, rendered = case
     backup = values["backup"]
+    restore_pod = backup.get("restorePod", {}).get("enabled", False)
     for role in rendered.all("Role"):
+        # Only while the ad-hoc restore pod is enabled may the account apply what it exports.
+        writes = role["metadata"]["name"].endswith("-restore")
+        assert not writes or restore_pod, f"{path.name}: a write Role without the restore pod"
         for rule in role["rules"]:
-            assert rule["verbs"] == ["get", "list"], f"{path.name}: {rule}"
+            expected = ["create", "patch", "update"] if writes else ["get", "list"]
+            assert rule["verbs"] == expected, f"{path.name}: {rule}"
             assert "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         binding = rendered.get("RoleBinding", role["metadata"]["name"])
         assert binding["roleRef"] == {
@@ -150,7 +155,12 @@ def test_rbac_is_namespaced_get_list_only(case):
         assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NAMESPACE
     kubernetes_on = backup.get("components", {}).get("kubernetes", {}).get("enabled", True)
     rbac_on = backup.get("rbac", {}).get("create", True)
-    assert len(rendered.all("Role")) == (1 if kubernetes_on and rbac_on else 0)
+    assert len(rendered.all("Role")) == ((2 if restore_pod else 1) if kubernetes_on and rbac_on else 0)
+    if restore_pod and kubernetes_on and rbac_on:
+        read = next(r for r in rendered.all("Role") if not r["metadata"]["name"].endswith("-restore"))
+        write = next(r for r in rendered.all("Role") if r["metadata"]["name"].endswith("-restore"))
+        kinds = lambda role: {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+        assert kinds(write) == kinds(read), "the restore Role writes exactly the exported kinds"
     for sa in rendered.all("ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
     for obj in workloads(rendered):
