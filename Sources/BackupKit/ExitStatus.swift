@@ -43,22 +43,3 @@ public func runReportingErrors(tool: String, _ body: () throws -> Void) throws {
         throw ExitCode(ExitStatus.failure)
     }
 }
-
-/// The async twin of `runReportingErrors`.
-public func runReportingErrors(tool: String, _ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let error as ExitCode {
-        throw error
-    } catch let error as CleanExit {
-        throw error
-    } catch let error as ValidationError {
-        throw error
-    } catch let error as ExitCodedError {
-        Log.standardError.write("\(tool): \(error.description)\n")
-        throw ExitCode(error.exitCode)
-    } catch {
-        Log.standardError.write("\(tool): \(error)\n")
-        throw ExitCode(ExitStatus.failure)
-    }
-}
