@@ -30,6 +30,9 @@ readonly SERVICE_ACCOUNT_DIR=${KDL_SERVICE_ACCOUNT_DIR:-/var/run/secrets/kuberne
 readonly PROBE_ID=19700101T000000Z
 
 MODE=run
+SNAP_FILE=""
+SNAP_INTEGRITY=""
+SNAP_ERROR=""
 WORK=""
 BACKUP_ID=${BACKUP_ID:-}
 SELECTED=()
@@ -49,6 +52,10 @@ STARTED_AT=""
 START_NS=0
 COMPONENT=""
 COMPONENT_DIR=""
+ENCRYPTED=false
+PG_DUMP_COMPRESS=1
+OBJECT_SEQ=0
+declare -A OBJECT_JOBS=()
 
 # usage: the header of this file.
 usage() {
@@ -121,6 +128,11 @@ load_config() {
   done < <(kdl_words "${GITEA_DATA_EXCLUDE-gitea/indexers ssh lost+found}")
 
   export PGDATABASE=${PGDATABASE:-gitea}
+  PG_DUMP_COMPRESS=${BACKUP_PG_DUMP_COMPRESS:-1}
+  if [[ ! "$PG_DUMP_COMPRESS" =~ ^([0-9]|(none|gzip|lz4|zstd)(:[A-Za-z0-9=,_-]+)?)$ ]]; then
+    KDL_CONFIG_ERROR="BACKUP_PG_DUMP_COMPRESS '$PG_DUMP_COMPRESS' is not a pg_dump --compress value (0-9, or gzip|lz4|zstd[:LEVEL] with pg_dump 16+)"
+    return "$EXIT_USAGE"
+  fi
   export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-10}
   mapfile -t MONGO_DBS < <(kdl_words "${MONGO_DATABASES:-kdl admin}")
   if [[ " ${SELECTED[*]} " == *" mongodb "* && -z "${MONGO_URI:-}" ]]; then
@@ -169,12 +181,14 @@ load_config() {
     KDL_CONFIG_ERROR="BACKUP_REQUIRE_ENCRYPTION=true but BACKUP_AGE_RECIPIENTS is empty: refusing to store Secrets in plaintext"
     return "$EXIT_USAGE"
   fi
+  ENCRYPTED=false
+  if ((${#KDL_RECIPIENTS[@]} > 0)); then ENCRYPTED=true; fi
   return 0
 }
 
 # encrypted: true when objects are encrypted (recipients given).
 encrypted() {
-  ((${#KDL_RECIPIENTS[@]} > 0))
+  [[ "$ENCRYPTED" == true ]]
 }
 
 # setup_workdir: one private temp dir (job log, statuses, one MLflow snapshot at a time),
@@ -468,11 +482,19 @@ stream_pipeline() {
     "$verifier" <"$fifo" >"$dir/verify.out" 2>"$dir/verify.err" &
     vpid=$!
   fi
-  "$@" 2>"$dir/producer.err" |
-    tee_stage "$fifo" 2>"$dir/tee.err" |
-    encode_stage "$compress" 2>"$dir/encode.err" |
-    s3-put "${S3PUT_OPTS[@]}" - "$url" >"$dir/put.json" 2>"$dir/put.err"
-  printf '%s\n' "${PIPESTATUS[*]}" >"$dir/statuses"
+  if [[ -n "$vpid" ]]; then
+    "$@" 2>"$dir/producer.err" |
+      tee_stage "$fifo" 2>"$dir/tee.err" |
+      encode_stage "$compress" 2>"$dir/encode.err" |
+      s3-put "${S3PUT_OPTS[@]}" - "$url" >"$dir/put.json" 2>"$dir/put.err"
+    printf '%s\n' "${PIPESTATUS[*]}" >"$dir/statuses"
+  else
+    "$@" 2>"$dir/producer.err" |
+      encode_stage "$compress" 2>"$dir/encode.err" |
+      s3-put "${S3PUT_OPTS[@]}" - "$url" >"$dir/put.json" 2>"$dir/put.err"
+    local statuses=("${PIPESTATUS[@]}")
+    printf '%s 0 %s %s\n' "${statuses[0]}" "${statuses[1]}" "${statuses[2]}" >"$dir/statuses"
+  fi
   if [[ -n "$vpid" ]]; then
     # A verifier still waiting to open its FIFO (tee never started) gets EOF instead of hanging.
     exec {fd}<>"$fifo"
@@ -481,6 +503,7 @@ stream_pipeline() {
     vstatus=$?
     printf '%s\n' "$vstatus" >"$dir/verify.status"
   fi
+  kdl_now_ns >"$dir/end"
   return 0
 }
 
@@ -501,46 +524,74 @@ pipeline_error() {
   printf '%s exited %s: %s' "${names[pick]}" "${statuses[pick]}" "$(kdl_tail_text "$dir/${files[pick]}.err" 3)"
 }
 
-# put_object STEP KEY FORMAT COMPRESS VERIFIER PRODUCER...: streams PRODUCER's output to
-# <prefix>/<id>/KEY[.age] and records {key, bytes, sha256, format, encrypted, verified} in the
-# component's objects; the verifier's JSON (if any) is added to DIR's details under STEP.
-# Returns 1 (with the component's error recorded) when any stage or the verification failed.
+# put_object STEP KEY FORMAT COMPRESS VERIFIER PRODUCER...: object_start then object_finish.
 put_object() {
+  object_start "$@"
+  object_finish "$1"
+}
+
+# object_start STEP KEY FORMAT COMPRESS VERIFIER PRODUCER...: starts streaming PRODUCER's
+# output to <prefix>/<id>/KEY[.age] as a background job (several may run at once; each writes
+# only under its own folder). VERIFIER is a function reading the plaintext (- for none).
+object_start() {
   local step=$1 key=$2 format=$3 compress=$4 verifier=$5
   shift 5
-  local dir="$COMPONENT_DIR/objects/$step" start error verified=false
-  encrypted && key+=".age"
+  local dir="$COMPONENT_DIR/objects/$step" now
+  [[ "$ENCRYPTED" == true ]] && key+=".age"
   rm -rf -- "$dir"
   mkdir -p "$dir"
-  start=$(kdl_now_ns)
-  kdl_run_job stream_pipeline "$dir" "$(kdl_s3_url "$BACKUP_ID/$key")" "$verifier" "$compress" "$@" || true
-  local seconds
-  seconds=$(kdl_seconds_since "$start")
+  kdl_now_ns_into now
+  OBJECT_SEQ=$((OBJECT_SEQ + 1))
+  printf '%s\n' "$key" "$format" "$verifier" "$now" "$OBJECT_SEQ" >"$dir/meta"
+  kdl_start_job stream_pipeline "$dir" "$(kdl_s3_url "$BACKUP_ID/$key")" "$verifier" "$compress" "$@"
+  OBJECT_JOBS[$step]=$KDL_LAST_JOB
+}
+
+# object_finish STEP [VERIFIED]: waits for the object's job and records {key, bytes, sha256,
+# format, encrypted, verified} in the component's objects (VERIFIED: what the producer
+# checked itself, for objects without a verifier; default false); the verifier's JSON (if
+# any) becomes details.STEP. Returns 1 (with the component's error recorded) when any stage
+# or the verification failed. Bookkeeping runs here, in the main shell, one object at a time.
+object_finish() {
+  local step=$1 producer_verified=${2:-false} dir="$COMPONENT_DIR/objects/$1"
+  local key format verifier start seq end seconds error verified=false
+  kdl_wait_job "${OBJECT_JOBS[$step]}" || true
+  unset "OBJECT_JOBS[$step]"
+  { read -r key && read -r format && read -r verifier && read -r start && read -r seq; } <"$dir/meta"
+  kdl_now_ns_into end
+  [[ -s "$dir/end" ]] && end=$(<"$dir/end")
+  seconds=$(kdl_seconds_between "$start" "$end")
   error=$(pipeline_error "$dir")
   if [[ -n "$error" ]]; then
     component_error "$step: $error (a partial object may remain at $key; the manifest does not list it)"
     return 1
   fi
   if [[ "$verifier" == - ]]; then
-    verified=${VERIFIED_BY_PRODUCER:-false}
+    verified=$producer_verified
   elif [[ "$(cat "$dir/verify.status" 2>/dev/null)" == 0 ]]; then
     verified=true
   else
     component_error "$step: verification of $key failed: $(kdl_tail_text "$dir/verify.err" 2)"
   fi
   if [[ -s "$dir/verify.out" ]]; then details_merge_file "$step" "$dir/verify.out"; fi
-  local record size sha
-  if ! IFS=$'\t' read -r record size sha < <(jq -r --arg key "$key" --arg format "$format" \
-    --argjson encrypted "$(encrypted && echo true || echo false)" --argjson verified "$verified" \
-    'select(has("sha256") and has("size")) | [({key: $key, bytes: .size, sha256: .sha256, format: $format,
-      encrypted: $encrypted, verified: $verified} | tojson), .size, .sha256] | @tsv' "$dir/put.json" 2>/dev/null) ||
-    [[ -z "$sha" ]]; then
+  local line="" size sha REPLY
+  [[ -s "$dir/put.json" ]] && line=$(<"$dir/put.json")
+  if [[ ! "$line" =~ \"size\":([0-9]+)[,}] ]]; then
     component_error "$step: s3-put printed no result line for $key"
     return 1
   fi
-  printf '%s\n' "$record" >>"$COMPONENT_DIR/objects.jsonl"
-  log info step="$step" key="$key" bytes="$size" sha256="$sha" verified="$verified" \
-    encrypted="$(encrypted && echo true || echo false)" seconds="$seconds"
+  size=${BASH_REMATCH[1]}
+  if [[ ! "$line" =~ \"sha256\":\"([0-9a-f]{64})\" ]]; then
+    component_error "$step: s3-put printed no result line for $key"
+    return 1
+  fi
+  sha=${BASH_REMATCH[1]}
+  kdl_json_string "$key"
+  local key_json=$REPLY
+  kdl_json_string "$format"
+  printf '{"key":%s,"bytes":%s,"sha256":"%s","format":%s,"encrypted":%s,"verified":%s,"_seq":%s}\n' \
+    "$key_json" "$size" "$sha" "$REPLY" "$ENCRYPTED" "$verified" "$seq" >>"$COMPONENT_DIR/objects.jsonl"
+  log info step="$step" key="$key" bytes="$size" sha256="$sha" verified="$verified" encrypted="$ENCRYPTED" seconds="$seconds"
   [[ "$verified" == true || "$verifier" == - ]]
 }
 
@@ -610,9 +661,11 @@ details_merge_file() {
   return 0
 }
 
-# produce_pg_dump: Gitea's database in pg_dump's custom format (password from PGPASSWORD).
+# produce_pg_dump: Gitea's database in pg_dump's custom format (password from PGPASSWORD),
+# compressed by pg_dump as BACKUP_PG_DUMP_COMPRESS says (default gzip level 1: about 5x
+# faster than pg_dump's default level 6 for a quarter more bytes).
 produce_pg_dump() {
-  pg_dump --format=custom --no-password
+  pg_dump --format=custom --no-password --compress="$PG_DUMP_COMPRESS"
 }
 
 # produce_tar DIR [--exclude=...] PATH...: a tar stream of PATHs under DIR, names sorted,
@@ -629,26 +682,31 @@ produce_tar() {
 }
 
 # component_gitea: postgres.dump (pg_dump -Fc, checked by pg_restore --list) and
-# data.tar.zst (GITEA_DATA_DIR minus GITEA_DATA_EXCLUDE, listed by tar -t).
+# data.tar.zst (GITEA_DATA_DIR minus GITEA_DATA_EXCLUDE, listed by tar -t), streamed at the
+# same time (the dump waits on the database, the tar on the disk and the upload).
 component_gitea() {
-  local db_error data_error exclude excludes=()
+  local db_error data_error exclude excludes=() started=()
   db_error=$(check_error gitea-db)
   data_error=$(check_error gitea-data)
   if [[ -n "$db_error" ]]; then
     component_error "pg_dump: skipped: $db_error"
   else
     details_merge "$(jq -nc --arg db "$PGDATABASE" --arg server "$(cat "$WORK/checks/pg.server_version_num" 2>/dev/null)" \
-      '{database: $db, serverVersionNum: ($server | tonumber? // null)}')"
-    put_object pg_dump gitea/postgres.dump pg_dump-custom none verify_pg_dump produce_pg_dump || true
-    gitea_row_estimate
+      --arg compress "$PG_DUMP_COMPRESS" '{database: $db, serverVersionNum: ($server | tonumber? // null), compress: $compress}')"
+    object_start pg_dump gitea/postgres.dump pg_dump-custom none verify_pg_dump produce_pg_dump
+    started+=(pg_dump)
   fi
   if [[ -n "$data_error" ]]; then
     component_error "tar: skipped: $data_error"
   else
     for exclude in "${GITEA_EXCLUDES[@]}"; do excludes+=("--exclude=./$exclude"); done
     details_merge "$(jq -nc --arg dir "$GITEA_DIR" '{dataDir: $dir, excluded: $ARGS.positional}' --args "${GITEA_EXCLUDES[@]}")"
-    put_object tar gitea/data.tar.zst tar+zstd zstd verify_tar produce_tar "$GITEA_DIR" "${excludes[@]}" . || true
+    object_start tar gitea/data.tar.zst tar+zstd zstd verify_tar produce_tar "$GITEA_DIR" "${excludes[@]}" .
+    started+=(tar)
   fi
+  local step
+  for step in "${started[@]}"; do object_finish "$step" || true; done
+  if [[ -z "$db_error" ]]; then gitea_row_estimate; fi
 }
 
 # gitea_row_estimate: adds the planner's row estimate over user tables to the details
@@ -674,12 +732,17 @@ component_mongodb() {
     component_error "mongodump: skipped: $error"
     return 0
   fi
+  local started=()
   for db in "${MONGO_DBS[@]}"; do
     if [[ ! "$db" =~ ^[A-Za-z0-9_-]+$ ]]; then
       component_error "mongodump: skipped database '$db': not a plain database name"
       continue
     fi
-    put_object "mongodump-$db" "mongodb/$db.archive.gz" mongodump-archive+gzip none verify_mongo_archive produce_mongodump "$db" || true
+    object_start "mongodump-$db" "mongodb/$db.archive.gz" mongodump-archive+gzip none verify_mongo_archive produce_mongodump "$db"
+    started+=("$db")
+  done
+  for db in "${started[@]}"; do
+    object_finish "mongodump-$db" || true
     collections=$(sed -nE 's/.*done dumping ([^ .]+)\.([^ ]+) \(([0-9]+) documents?\).*/\2 \3/p' \
       "$COMPONENT_DIR/objects/mongodump-$db/producer.err" 2>/dev/null |
       jq -Rn '[inputs | split(" ") | {key: .[0], value: (.[1] | tonumber)}] | from_entries')
@@ -700,23 +763,41 @@ mlflow_stores() {
          status, error} | tojson)] | map(tostring) | join("\u001f")' "$1"
 }
 
-# snapshot_store PROJECT PATH: a consistent snapshot of one store (SQLite online backup API,
-# integrity-checked, by mlflow-scan) under $WORK/snapshot; prints the snapshot's path and
-# integrity result and error, separated by \x1f.
+# snapshot_store PROJECT PATH: a consistent snapshot of one store (copied in one read
+# transaction and integrity-checked, by mlflow-scan) under $WORK/snapshot. Sets SNAP_FILE
+# (empty when there is none), SNAP_INTEGRITY and SNAP_ERROR; returns 1 when mlflow-scan failed.
 snapshot_store() {
-  local project=$1 path=$2
+  local project=$1 path=$2 report=$COMPONENT_DIR/snapshot.json json
+  SNAP_FILE="" SNAP_INTEGRITY="" SNAP_ERROR=""
   rm -rf -- "$WORK/snapshot" && mkdir -p "$WORK/snapshot"
-  kdl_run_job mlflow-scan --max-depth 0 --snapshot "$WORK/snapshot" "$(dirname "$path")" \
-    >"$COMPONENT_DIR/snapshot.json" 2>"$COMPONENT_DIR/snapshot.err" || return 1
-  jq -r --arg p "$project" '[(if type == "array" then .[] else (.stores // [])[] end) | select(.project == $p)][0]
-    | select(. != null) | [(.snapshot.path // ""), (.snapshot.integrity // ""), (.snapshot.error // .error // "")] | join("\u001f")' \
-    "$COMPONENT_DIR/snapshot.json"
+  kdl_run_job mlflow-scan --max-depth 0 --snapshot "$WORK/snapshot" "${path%/*}" >"$report" 2>"$COMPONENT_DIR/snapshot.err" ||
+    return 1
+  # The usual case without a jq process: mlflow-scan renames the copy into place only once
+  # its check said ok.
+  json=$(<"$report")
+  if [[ -f "$WORK/snapshot/$project/mlflow.db" && "$json" == *'"integrity":"ok"'* && "$json" != *'"project":'*'"project":'* ]]; then
+    SNAP_FILE="$WORK/snapshot/$project/mlflow.db" SNAP_INTEGRITY=ok
+    return 0
+  fi
+  IFS=$'\x1f' read -r SNAP_FILE SNAP_INTEGRITY SNAP_ERROR < <(jq -r --arg p "$project" '
+    [(if type == "array" then .[] else (.stores // [])[] end) | select(.project == $p)][0] | select(. != null)
+    | [(.snapshot.path // ""), (.snapshot.integrity // ""), (.snapshot.error // .error // "")] | join("\u001f")' "$report") ||
+    true
+  return 0
+}
+
+# mlflow_finish STEP [VERIFIED]: object_finish, then its folder goes (50 stores' worth of
+# small files would otherwise sit next to the next snapshot).
+mlflow_finish() {
+  object_finish "$@" || true
+  rm -rf -- "$COMPONENT_DIR/objects/$1"
 }
 
 # component_mlflow: per MLflow store (one at a time): mlflow/<project>/mlflow.db.zst from a
 # consistent snapshot (removed right after upload) and artifacts.tar.zst for local artifacts.
 component_mlflow() {
-  local error project path status detail artifacts store_json snapfile integrity snap_error seen=" " folders
+  local error project path status detail artifacts store_json seen=" "
+  local folders=() folder safe=() checked pending=""
   error=$(check_error mlflow)
   if [[ -n "$error" ]]; then
     component_error "mlflow-scan: skipped: $error"
@@ -748,29 +829,32 @@ component_mlflow() {
       continue
     fi
     seen+="$project "
-    snapfile="" integrity="" snap_error=""
-    if ! IFS=$'\x1f' read -r snapfile integrity snap_error < <(snapshot_store "$project" "$path") || [[ -z "$snapfile" || ! -f "$snapfile" ]]; then
-      component_error "mlflow snapshot of $path failed: ${snap_error:-$(kdl_tail_text "$COMPONENT_DIR/snapshot.err" 2)}"
+    if ! snapshot_store "$project" "$path" || [[ -z "$SNAP_FILE" || ! -f "$SNAP_FILE" ]]; then
+      component_error "mlflow snapshot of $path failed: ${SNAP_ERROR:-$(kdl_tail_text "$COMPONENT_DIR/snapshot.err" 2)}"
       continue
     fi
-    VERIFIED_BY_PRODUCER=false
-    [[ "$integrity" == ok ]] && VERIFIED_BY_PRODUCER=true
-    put_object "mlflow-$project" "mlflow/$project/mlflow.db.zst" sqlite+zstd zstd - cat "$snapfile" || true
-    VERIFIED_BY_PRODUCER=false
-    rm -rf -- "$WORK/snapshot"
-    printf '%s\n' "$store_json" >>"$COMPONENT_DIR/projects.jsonl"
-    folders=()
+    checked=false
+    [[ "$SNAP_INTEGRITY" == ok ]] && checked=true
+    object_start "mlflow-$project" "mlflow/$project/mlflow.db.zst" sqlite+zstd zstd - cat "$SNAP_FILE"
+    # A store's artifacts stream beside its database and on while the next store is copied
+    # (no disk involved); one artifacts upload at a time.
+    folders=() safe=()
     if [[ -n "$artifacts" ]]; then
       IFS=, read -r -a folders <<<"$artifacts"
-      local folder safe=()
       for folder in "${folders[@]}"; do
         [[ -n "$folder" && "$folder" != /* && "$folder" != *..* ]] && safe+=("$folder")
       done
-      if ((${#safe[@]})); then
-        put_object "artifacts-$project" "mlflow/$project/artifacts.tar.zst" tar+zstd zstd verify_tar produce_tar "$(dirname "$path")" "${safe[@]}" || true
-      fi
     fi
+    if ((${#safe[@]})); then
+      if [[ -n "$pending" ]]; then mlflow_finish "$pending"; fi
+      object_start "artifacts-$project" "mlflow/$project/artifacts.tar.zst" tar+zstd zstd verify_tar produce_tar "$(dirname "$path")" "${safe[@]}"
+      pending="artifacts-$project"
+    fi
+    mlflow_finish "mlflow-$project" "$checked"
+    rm -rf -- "$WORK/snapshot"
+    printf '%s\n' "$store_json" >>"$COMPONENT_DIR/projects.jsonl"
   done < <(mlflow_stores "$COMPONENT_DIR/scan.json")
+  if [[ -n "$pending" ]]; then mlflow_finish "$pending"; fi
   details_merge "$(jq -nc --arg r "$MLFLOW_DIR" --slurpfile p "$COMPONENT_DIR/projects.jsonl" --slurpfile s "$COMPONENT_DIR/skipped.jsonl" \
     '{root: $r, projects: [$p[] | del(.status, .error)], skipped: [$s[] | {path, status, error}]}')"
   return 0
@@ -800,8 +884,11 @@ component_kubernetes() {
       regex=$SECRET_REGEX
       encrypted || log warn step=secrets encrypted=false "Kubernetes Secrets are stored unencrypted: set BACKUP_AGE_RECIPIENTS"
     fi
-    put_object "$plural" "kubernetes/$plural.yaml.zst" yaml+zstd zstd verify_yaml_documents produce_k8s_export "$resource" "$regex" &&
-      check_k8s_summary "$resource" "$plural"
+    object_start "$plural" "kubernetes/$plural.yaml.zst" yaml+zstd zstd verify_yaml_documents produce_k8s_export "$resource" "$regex"
+  done
+  for resource in "${K8S_RES[@]}"; do
+    plural=${resource%%.*}
+    object_finish "$plural" && check_k8s_summary "$resource" "$plural"
   done
 }
 
@@ -858,7 +945,7 @@ write_component() {
   jq -n --arg name "$name" --arg status "$2" --argjson seconds "$3" --arg error "$4" \
     --slurpfile objects "$dir/objects.jsonl" --slurpfile details "$dir/details.json" \
     '{name: $name, status: $status, seconds: $seconds, error: (if $error == "" then null else $error end),
-      objects: $objects, details: ($details[0] // {})}' >"$dir/component.json"
+      objects: ($objects | sort_by(._seq) | map(del(._seq))), details: ($details[0] // {})}' >"$dir/component.json"
 }
 
 # --- manifest, summary, notifications, retention -----------------------------------------

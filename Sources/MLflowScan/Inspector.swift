@@ -60,7 +60,6 @@ struct Inspector {
         var copied: SnapshotJob?
         do throws(SQLiteFailure) {
             let connection = try SQLiteConnection.openReadOnly(candidate.database, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
-            if snapshotFolder != nil { try connection.setMemoryMap(bytes: Self.sourceMemoryMapBytes) }
             // One read transaction: the counts and the copy are the same point in time. It ends before the copy
             // is checked, so a rollback-journal store's writers wait for the copy only.
             try connection.execute("BEGIN")
@@ -126,9 +125,6 @@ struct Inspector {
         var started: Double
     }
 
-    /// SQLite caps the map at 2 GiB (SQLITE_MAX_MMAP_SIZE); a bigger store is mapped that far and read beyond it.
-    static let sourceMemoryMapBytes: Int64 = 1 << 40
-
     /// How many bytes a copy of a rollback-journal store reads and writes at a time (as cp does).
     static let copyChunkBytes = 128 << 10
 
@@ -175,10 +171,9 @@ struct Inspector {
         let checkStarted = clock()
         var result: [String]
         do throws(SQLiteFailure) {
-            // A fresh read-only connection on the file just written (its pages still in the page cache), reading
-            // through a memory map instead of a read(2) per page.
+            // A fresh read-only connection on the file just written (its pages still in the page cache). No
+            // memory map: it made the check no faster and put the whole copy in the process's RSS.
             let checker = try SQLiteConnection.openReadOnly(job.partial, busyTimeoutMilliseconds: 0)
-            try checker.setMemoryMap(bytes: Self.sourceMemoryMapBytes)
             result = try checker.rows(snapshotCheck.pragma).compactMap { $0.first ?? nil }
         } catch where error.isCorruption {
             result = [error.message]
@@ -227,6 +222,9 @@ struct Inspector {
         case destination(String)
     }
 
+    /// SQLite caps the map at 2 GiB (SQLITE_MAX_MMAP_SIZE); a bigger store is mapped that far and read beyond it.
+    static let sourceMemoryMapBytes: Int64 = 1 << 40
+
     /// A WAL store: its pages are in mlflow.db and, for the latest commits, in mlflow.db-wal, as SQLite's WAL
     /// index says for this read transaction; only SQLite can assemble them, so the online backup API copies it
     /// (source pages from the memory map, destination writes gathered by the kdl-seqwrite VFS). The copy's
@@ -239,6 +237,8 @@ struct Inspector {
             return .failure(.destination(error.message))
         }
         do throws(SQLiteFailure) {
+            // Mapped pages come without a read(2) each; they count in RSS but are the page cache's, not ours.
+            try source.setMemoryMap(bytes: sourceMemoryMapBytes)
             try source.backup(into: destination)
         } catch {
             // The destination connection reports the backup's error, whichever side it came from.

@@ -14,7 +14,8 @@ KDL_TOOL=${KDL_TOOL:-kdl-backup}
 KDL_LOG_FILE=${KDL_LOG_FILE:-}
 KDL_LOG_FIELDS=()
 KDL_SECRETS=()
-KDL_CURRENT_JOB=""
+KDL_JOBS=()
+KDL_LAST_JOB=""
 
 # kdl_register_secret VALUE...: values never to be printed; every log line and recorded
 # error passes through kdl_redact. Values shorter than 4 characters would redact ordinary
@@ -48,21 +49,36 @@ kdl_register_env_secrets() {
 # kdl_redact TEXT: prints TEXT with every registered secret replaced by [REDACTED] and the
 # password of any scheme://user:password@ URI masked.
 kdl_redact() {
-  local text=$1 secret
-  for secret in "${KDL_SECRETS[@]}"; do
-    text=${text//"$secret"/[REDACTED]}
-  done
-  while [[ "$text" =~ ([A-Za-z][A-Za-z0-9+.-]*://[^/@:[:space:]]*:)([^/@[:space:]]+)@ ]] && [[ "${BASH_REMATCH[2]}" != "[REDACTED]" ]]; do
-    text=${text//"${BASH_REMATCH[0]}"/"${BASH_REMATCH[1]}[REDACTED]@"}
-  done
+  local text
+  kdl_redact_into text "$1"
   printf '%s' "$text"
+}
+
+# kdl_redact_into VAR TEXT: kdl_redact's result in VAR (no subshell).
+kdl_redact_into() {
+  # Locals carry a prefix: printf -v into a caller's variable of the same name would set ours.
+  local kdl_rtext=$2 kdl_rsecret
+  for kdl_rsecret in "${KDL_SECRETS[@]}"; do
+    kdl_rtext=${kdl_rtext//"$kdl_rsecret"/[REDACTED]}
+  done
+  while [[ "$kdl_rtext" =~ ([A-Za-z][A-Za-z0-9+.-]*://[^/@:[:space:]]*:)([^/@[:space:]]+)@ ]] && [[ "${BASH_REMATCH[2]}" != "[REDACTED]" ]]; do
+    kdl_rtext=${kdl_rtext//"${BASH_REMATCH[0]}"/"${BASH_REMATCH[1]}[REDACTED]@"}
+  done
+  printf -v "$1" '%s' "$kdl_rtext"
 }
 
 # kdl_logfmt_value VALUE: VALUE quoted for logfmt when it holds spaces, quotes, = or controls.
 kdl_logfmt_value() {
+  local REPLY
+  kdl_logfmt_quote "$1"
+  printf '%s' "$REPLY"
+}
+
+# kdl_logfmt_quote VALUE: kdl_logfmt_value into REPLY (no subshell: log runs once per step).
+kdl_logfmt_quote() {
   local value=$1
   if [[ -n "$value" && ! "$value" =~ [[:space:]\"=\\[:cntrl:]] ]]; then
-    printf '%s' "$value"
+    REPLY=$value
     return 0
   fi
   value=${value//\\/\\\\}
@@ -70,24 +86,27 @@ kdl_logfmt_value() {
   value=${value//$'\n'/\\n}
   value=${value//$'\t'/\\t}
   value=${value//$'\r'/\\r}
-  printf '"%s"' "$value"
+  REPLY="\"$value\""
 }
 
 # log LEVEL KEY=VALUE...: one logfmt line on stderr (and in KDL_LOG_FILE):
 # ts=... level=... tool=... [KDL_LOG_FIELDS] KEY=VALUE...; a bare word becomes msg=...
 log() {
-  local level=$1 pair key line
+  local level=$1 pair key line REPLY
   shift
-  line="ts=$(date -u +%Y-%m-%dT%H:%M:%SZ) level=$level tool=$KDL_TOOL"
+  kdl_utc_iso_into line
+  line="ts=$line level=$level tool=$KDL_TOOL"
   for pair in "${KDL_LOG_FIELDS[@]}" "$@"; do
     if [[ "$pair" =~ ^[A-Za-z_][A-Za-z0-9_.-]*= ]]; then
       key=${pair%%=*}
-      line+=" $key=$(kdl_logfmt_value "${pair#*=}")"
+      kdl_logfmt_quote "${pair#*=}"
+      line+=" $key=$REPLY"
     else
-      line+=" msg=$(kdl_logfmt_value "$pair")"
+      kdl_logfmt_quote "$pair"
+      line+=" msg=$REPLY"
     fi
   done
-  line=$(kdl_redact "$line")
+  kdl_redact_into line "$line"
   printf '%s\n' "$line" >&2
   if [[ -n "$KDL_LOG_FILE" ]]; then printf '%s\n' "$line" >>"$KDL_LOG_FILE"; fi
   return 0
@@ -128,20 +147,66 @@ kdl_words() {
   for word in $text; do printf '%s\n' "$word"; done
 }
 
-# kdl_now_ns: nanoseconds since the epoch (for durations).
+# kdl_now_ns: nanoseconds since the epoch (for durations; microsecond resolution, no fork).
 kdl_now_ns() {
-  date +%s%N
+  local now
+  kdl_now_ns_into now
+  printf '%s' "$now"
+}
+
+# kdl_now_ns_into VAR: kdl_now_ns's value in VAR (no subshell).
+kdl_now_ns_into() {
+  printf -v "$1" '%s000' "${EPOCHREALTIME//[.,]/}"
 }
 
 # kdl_seconds_since START_NS: elapsed seconds with two decimals.
 kdl_seconds_since() {
-  local elapsed=$(($(kdl_now_ns) - $1))
+  local now
+  kdl_now_ns_into now
+  kdl_seconds_between "$1" "$now"
+}
+
+# kdl_seconds_between START_NS END_NS: END - START in seconds with two decimals.
+kdl_seconds_between() {
+  local elapsed=$(($2 - $1))
   printf '%d.%02d' $((elapsed / 1000000000)) $((elapsed % 1000000000 / 10000000))
+}
+
+# kdl_json_string TEXT: TEXT as a JSON string literal in REPLY (quotes, backslashes and
+# control characters escaped).
+kdl_json_string() {
+  local text=$1 out="" char code i special='[\"[:cntrl:]]'
+  if [[ ! "$text" =~ $special ]]; then
+    REPLY="\"$text\""
+    return 0
+  fi
+  for ((i = 0; i < ${#text}; i++)); do
+    char=${text:i:1}
+    case "$char" in
+      '"') out+='\"' ;;
+      "\\") out+="\\\\" ;;
+      *)
+        if [[ "$char" =~ [[:cntrl:]] ]]; then
+          printf -v code '%d' "'$char"
+          printf -v char '\\u%04x' "$code"
+        fi
+        out+=$char
+        ;;
+    esac
+  done
+  REPLY="\"$out\""
 }
 
 # kdl_utc_iso: the current UTC time as RFC 3339 (seconds).
 kdl_utc_iso() {
-  date -u +%Y-%m-%dT%H:%M:%SZ
+  local now
+  kdl_utc_iso_into now
+  printf '%s' "$now"
+}
+
+# kdl_utc_iso_into VAR: kdl_utc_iso's value in VAR (bash's own strftime: no date process per line).
+kdl_utc_iso_into() {
+  TZ=UTC0 printf -v "$1" '%(%Y-%m-%dT%H:%M:%SZ)T' -1
 }
 
 # kdl_tail_text FILE [LINES]: the last LINES (default 3) non-empty lines of FILE joined by "; ",
@@ -153,30 +218,51 @@ kdl_tail_text() {
   kdl_redact "$text"
 }
 
-# kdl_run_job CMD [ARGS...]: runs CMD (a function or program, with its pipelines) in the
-# background in its own process group and waits for it, so a TERM trap runs at once and
-# kdl_cancel_job can stop the whole pipeline. Returns CMD's status.
-kdl_run_job() {
-  local status=0
+# kdl_start_job CMD [ARGS...]: starts CMD (a function or program, with its pipelines) in the
+# background in its own process group, so kdl_cancel_job can stop the whole pipeline; its pid
+# is KDL_LAST_JOB. Several jobs may run at once; collect each with kdl_wait_job.
+kdl_start_job() {
   set -m
   "$@" </dev/null &
-  KDL_CURRENT_JOB=$!
+  KDL_LAST_JOB=$!
   set +m
-  wait "$KDL_CURRENT_JOB" || status=$?
-  KDL_CURRENT_JOB=""
+  KDL_JOBS+=("$KDL_LAST_JOB")
+  return 0
+}
+
+# kdl_wait_job PID: waits for a job of kdl_start_job (a TERM trap still runs at once) and
+# returns its status.
+kdl_wait_job() {
+  local status=0 job kept=()
+  wait "$1" || status=$?
+  for job in "${KDL_JOBS[@]}"; do
+    [[ "$job" == "$1" ]] || kept+=("$job")
+  done
+  KDL_JOBS=("${kept[@]}")
   return "$status"
 }
 
-# kdl_cancel_job: sends TERM to the process group of the running kdl_run_job, then KILL
-# after a grace of KDL_CANCEL_GRACE seconds (default 5).
+# kdl_run_job CMD [ARGS...]: kdl_start_job then kdl_wait_job: CMD's status.
+kdl_run_job() {
+  kdl_start_job "$@"
+  kdl_wait_job "$KDL_LAST_JOB"
+}
+
+# kdl_cancel_job: sends TERM to the process group of every running job, then KILL after a
+# grace of KDL_CANCEL_GRACE seconds (default 5).
 kdl_cancel_job() {
-  local job=$KDL_CURRENT_JOB waited=0
-  [[ -n "$job" ]] || return 0
-  kill -TERM -- "-$job" 2>/dev/null || return 0
-  while kill -0 -- "-$job" 2>/dev/null && ((waited < ${KDL_CANCEL_GRACE:-5} * 10)); do
+  local job waited=0 alive
+  ((${#KDL_JOBS[@]})) || return 0
+  for job in "${KDL_JOBS[@]}"; do kill -TERM -- "-$job" 2>/dev/null || true; done
+  while ((waited < ${KDL_CANCEL_GRACE:-5} * 10)); do
+    alive=false
+    for job in "${KDL_JOBS[@]}"; do
+      if kill -0 -- "-$job" 2>/dev/null; then alive=true; fi
+    done
+    [[ "$alive" == true ]] || break
     sleep 0.1
     waited=$((waited + 1))
   done
-  kill -KILL -- "-$job" 2>/dev/null || true
-  KDL_CURRENT_JOB=""
+  for job in "${KDL_JOBS[@]}"; do kill -KILL -- "-$job" 2>/dev/null || true; done
+  KDL_JOBS=()
 }
