@@ -928,6 +928,7 @@ run_component() {
   status=success
   [[ -n "$error" ]] && status=failure
   write_component "$name" "$status" "$seconds" "$error"
+  rm -rf -- "$COMPONENT_DIR/objects" # read by now; it would only sit beside the MLflow snapshots
   log "$([[ $status == success ]] && echo info || echo error)" step=done status="$status" seconds="$seconds" \
     objects="$(jq -s length "$COMPONENT_DIR/objects.jsonl")" \
     bytes="$(jq -s 'map(.bytes) | add // 0' "$COMPONENT_DIR/objects.jsonl")"

@@ -43,7 +43,8 @@ in_script() {
   local case
   for case in 'BACKUP_COMPONENTS=gitea,postgres' 'BACKUP_ID=yesterday' 'BACKUP_KEEP_LAST=-1' \
     'BACKUP_REQUIRE_ENCRYPTION=maybe' 'BACKUP_S3_PREFIX=/' 'BACKUP_S3_BUCKET=Bad_Bucket' \
-    'K8S_RESOURCES=secrets.v1.example.com' 'BACKUP_COMPONENTS= '; do
+    'K8S_RESOURCES=secrets.v1.example.com' 'BACKUP_COMPONENTS= ' 'BACKUP_PG_DUMP_COMPRESS=9; rm -rf /' \
+    'BACKUP_PG_DUMP_COMPRESS=brotli'; do
     run -64 --separate-stderr env "$case" "$BACKUP_SH"
     assert_equal "$(wc -l <<<"$stderr")" 1
     [[ "$stderr" == backup:* ]]
@@ -214,6 +215,29 @@ in_script() {
   [[ "$(jq -r '.components[3].error' "$(manifest)")" == "kdlprojects: k8s-export reported 3 objects but 2 YAML documents were stored"* ]]
 }
 
+@test "Gitea's dump and data tar stream at the same time; the manifest keeps their order" {
+  mkdir -p "$BATS_TEST_TMPDIR/waiting"
+  # This pg_dump only finishes once the data tar's upload has started: run one after the
+  # other, the dump would fail.
+  printf '%s\n' '#!/usr/bin/env bash' \
+    '[[ "$1" == --version ]] && { echo "pg_dump (PostgreSQL) 15.4"; exit 0; }' \
+    'for i in $(seq 100); do grep -q "gitea/data.tar.zst" "$STUB_LOG" && { printf "PGDMP concurrent"; exit 0; }; sleep 0.05; done' \
+    'echo "pg_dump: the tar never started" >&2; exit 1' >"$BATS_TEST_TMPDIR/waiting/pg_dump"
+  chmod +x "$BATS_TEST_TMPDIR/waiting/pg_dump"
+  PATH="$BATS_TEST_TMPDIR/waiting:$PATH" run -0 "$BACKUP_SH"
+  assert_equal "$(jq -r '.components[0] | [.status, (.objects | map(.key) | join(" "))] | join(" ")' "$(manifest)")" \
+    "success gitea/postgres.dump gitea/data.tar.zst"
+}
+
+@test "pg_dump compresses at gzip level 1 unless BACKUP_PG_DUMP_COMPRESS says otherwise" {
+  run -0 "$BACKUP_SH"
+  grep -qx 'pg_dump --format=custom --no-password --compress=1' "$STUB_LOG"
+  assert_equal "$(jq -r '.components[0].details.compress' "$(manifest)")" 1
+  : >"$STUB_LOG"
+  BACKUP_ID=20240102T030406Z BACKUP_PG_DUMP_COMPRESS=zstd:3 run -0 "$BACKUP_SH"
+  grep -qx 'pg_dump --format=custom --no-password --compress=zstd:3' "$STUB_LOG"
+}
+
 @test "pg_dump older than the server: gitea's database fails naming both majors" {
   export STUB_PG_SERVER_NUM=170002 STUB_PG_DUMP_MAJOR=15
   run -3 "$BACKUP_SH"
@@ -291,22 +315,26 @@ in_script() {
 
 @test "SIGTERM mid-upload stops every child, writes no manifest, removes the temp dir, exits 143" {
   mkdir -p "$BATS_TEST_TMPDIR/slow"
+  # Both Gitea objects hang mid-stream: the dump and the data tar run at the same time.
   printf '#!/usr/bin/env bash\n[[ "$1" == --version ]] && { echo "pg_dump (PostgreSQL) 15.4"; exit 0; }\nprintf PGDMP; exec sleep 300\n' \
     >"$BATS_TEST_TMPDIR/slow/pg_dump"
-  chmod +x "$BATS_TEST_TMPDIR/slow/pg_dump"
+  printf '#!/usr/bin/env bash\n[[ " $* " == *" --create "* ]] && exec sleep 301\nexec /usr/bin/tar "$@"\n' >"$BATS_TEST_TMPDIR/slow/tar"
+  chmod +x "$BATS_TEST_TMPDIR/slow/pg_dump" "$BATS_TEST_TMPDIR/slow/tar"
   PATH="$BATS_TEST_TMPDIR/slow:$PATH" "$BACKUP_SH" 2>"$BATS_TEST_TMPDIR/stderr" &
   local pid=$! i status=0
   for i in $(seq 100); do
-    pgrep -f 'sleep 300' >/dev/null && break
+    pgrep -f 'sleep 300' >/dev/null && pgrep -f 'sleep 301' >/dev/null && break
     sleep 0.1
   done
   pgrep -f 'sleep 300' >/dev/null
+  pgrep -f 'sleep 301' >/dev/null
   kill -TERM "$pid"
   wait "$pid" || status=$?
   assert_equal "$status" 143
   [ ! -f "$(manifest)" ]
   sleep 0.3
   ! pgrep -f 'sleep 300'
+  ! pgrep -f 'sleep 301'
   assert_equal "$(find "$TMPDIR" -mindepth 1 | wc -l)" 0
   grep -q 'level=warn tool=backup step=terminate signal=TERM' "$BATS_TEST_TMPDIR/stderr"
 }

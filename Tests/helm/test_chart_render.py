@@ -302,6 +302,7 @@ def test_defaults(chart):
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres", "key": "POSTGRES_PASSWORD"}
     assert (env["PGHOST"]["value"], env["PGPORT"]["value"], env["PGDATABASE"]["value"]) == ("postgres", "5432", "gitea")
     assert env["GITEA_DATA_EXCLUDE"]["value"] == "gitea/indexers ssh lost+found"
+    assert env["BACKUP_PG_DUMP_COMPRESS"]["value"] == "1"
     assert env["K8S_SECRET_NAME_REGEX"]["value"] == "-ssh-keys$|^codeserver-oauth2-"
     assert "MONGO_URI" not in env and "mongodb component is enabled but" in rendered.notes
     assert "nothing is mounted at /shared-volume" in rendered.notes

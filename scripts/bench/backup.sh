@@ -28,7 +28,8 @@ cleanup() {
 }
 
 # measure NAME DISK_DIR CMD...: runs CMD, sampling its process tree and DISK_DIR; writes
-# $WORK/NAME.json {seconds, status, peak_rss_kib, peak_rss_process, rss_by_process, peak_disk_bytes}.
+# $WORK/NAME.json {seconds, status, peak_rss_kib, peak_rss_process, rss_by_process, peak_disk_bytes,
+# peak_disk_snapshot_bytes (the MLflow snapshot's part of that peak), peak_snapshot_bytes}.
 measure() {
   local name=$1 disk=$2
   shift 2
@@ -71,28 +72,35 @@ def hwm(pid):
     except OSError:
         return None, 0
 def disk_bytes(path):
-    total = 0
+    """(all bytes, bytes of MLflow snapshots: files under a folder named snapshot)."""
+    total = snapshots = 0
     for base, _, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(base, name)).st_blocks * 512
+                size = os.lstat(os.path.join(base, name)).st_blocks * 512
             except OSError:
-                pass
-    return total
+                continue
+            total += size
+            if "/snapshot/" in base + "/":
+                snapshots += size
+    return total, snapshots
 start = time.monotonic()
 process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(out + ".log", "w"))
-peak, by_name, peak_disk = 0, {}, 0
+peak, by_name, peak_disk, peak_snapshots = 0, {}, (0, 0), 0
 while process.poll() is None:
     for pid in tree(process.pid):
         name, kib = hwm(pid)
         if name:
             by_name[name] = max(by_name.get(name, 0), kib)
-    peak_disk = max(peak_disk, disk_bytes(disk))
+    total, snapshots = disk_bytes(disk)
+    peak_disk = max(peak_disk, (total, snapshots))
+    peak_snapshots = max(peak_snapshots, snapshots)
     time.sleep(0.1)
 seconds = time.monotonic() - start
 top = max(by_name.items(), key=lambda item: item[1]) if by_name else ("?", 0)
 json.dump({"seconds": seconds, "status": process.returncode, "peak_rss_kib": top[1], "peak_rss_process": top[0],
-           "rss_by_process": dict(sorted(by_name.items(), key=lambda item: -item[1])), "peak_disk_bytes": peak_disk},
+           "rss_by_process": dict(sorted(by_name.items(), key=lambda item: -item[1])), "peak_disk_bytes": peak_disk[0],
+           "peak_disk_snapshot_bytes": peak_disk[1], "peak_snapshot_bytes": peak_snapshots},
           open(out, "w"), indent=1)
 PYEOF
 }
@@ -202,6 +210,12 @@ main() {
     "$(awk -v r="$our_max" 'BEGIN { print (r <= 65536 ? "yes" : "no") }')"
   printf '| peak temporary disk (MiB) | %s | %s | 0 | ≤ largest MLflow DB (%s MiB) | %s |\n' "$(mib "$ours_disk" 1048576)" \
     "$(mib "$base_disk" 1048576)" "$(mib "$largest_db" 1048576)" "$(awk -v d="$ours_disk" -v l="$largest_db" 'BEGIN { print (d <= l ? "yes" : "no") }')"
+  local snap_at_peak snap_peak
+  snap_at_peak=$(jq .peak_disk_snapshot_bytes "$WORK/ours.json")
+  snap_peak=$(jq .peak_snapshot_bytes "$WORK/ours.json")
+  printf '| of which the staged MLflow snapshot (MiB) | %s (the rest, %s KiB, is the job'"'"'s logs and status files) | | | ≤ largest MLflow DB | %s |\n' \
+    "$(mib "$snap_at_peak" 1048576)" "$(awk -v d="$ours_disk" -v s="$snap_at_peak" 'BEGIN { printf "%d", (d - s) / 1024 }')" \
+    "$(awk -v d="$snap_peak" -v l="$largest_db" 'BEGIN { print (d <= l ? "yes" : "no") }')"
   printf '| bytes stored (MiB) | %s | %s | %s | | |\n' "$(mib "$stored" 1048576)" "$(mib "${baseline_stored:-0}" 1048576)" "$(mib "$stored" 1048576)"
   printf '\nbackup.sh per component: %s.\n' "$(jq -r '[.components[] | "\(.name) \(.seconds) s (\(.objects | length) objects, \([.objects[].bytes] | add // 0 | . / 1048576 | floor) MiB)"] | join(", ")' "$WORK/manifest.json")"
   printf '\nSources: %s MiB (Gitea data + database + MLflow stores)%s. RSS of backup.sh'"'"'s processes: %s\n' \

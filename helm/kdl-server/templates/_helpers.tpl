@@ -258,6 +258,8 @@ Called with (dict "path" "backup.resources" "resources" $resources).
 - name: GITEA_DATA_EXCLUDE
   value: {{ join " " $b.gitea.excludes | quote }}
 {{ include "kdl-server.postgresEnv" . }}
+- name: BACKUP_PG_DUMP_COMPRESS
+  value: {{ .Values.backup.gitea.postgres.dumpCompress | quote }}
 {{- end }}
 {{- if and $b.components.mongodb.enabled (include "kdl-server.mongodbConfigured" .) }}
 {{- $cs := .Values.global.mongodb.connectionString }}
