@@ -31,7 +31,6 @@ readonly PROBE_ID=19700101T000000Z
 
 MODE=run
 SNAP_FILE=""
-SNAP_INTEGRITY=""
 SNAP_ERROR=""
 WORK=""
 BACKUP_ID=${BACKUP_ID:-}
@@ -374,7 +373,7 @@ check_mongodb() {
 # check_mlflow: mlflow-scan is present and the MLflow root can be listed.
 check_mlflow() {
   local missing
-  if ! missing=$(require_cmd mlflow-scan); then
+  if ! missing=$(require_cmd mlflow-scan sqlite3); then
     check_fail mlflow "$EXIT_UNAVAILABLE" "missing tools on PATH: $missing"
     return 1
   fi
@@ -469,6 +468,13 @@ encode_stage() {
   exec cat
 }
 
+# upload_stage DIR URL: s3-put - URL, its pid in DIR/put.pid (a producer that finds its
+# stream bad stops the upload with TERM before end of input would complete it).
+upload_stage() {
+  printf '%s\n' "$BASHPID" >"$1/put.pid"
+  exec s3-put "${S3PUT_OPTS[@]}" - "$2"
+}
+
 # stream_pipeline DIR URL VERIFIER PRODUCER...: the pipeline of one object (run as a job):
 # PRODUCER | tee → VERIFIER | encode | s3-put - URL. Writes DIR/statuses (one per stage),
 # DIR/put.json (s3-put's line), DIR/verify.status and every stage's stderr.
@@ -486,12 +492,12 @@ stream_pipeline() {
     "$@" 2>"$dir/producer.err" |
       tee_stage "$fifo" 2>"$dir/tee.err" |
       encode_stage "$compress" 2>"$dir/encode.err" |
-      s3-put "${S3PUT_OPTS[@]}" - "$url" >"$dir/put.json" 2>"$dir/put.err"
+      upload_stage "$dir" "$url" >"$dir/put.json" 2>"$dir/put.err"
     printf '%s\n' "${PIPESTATUS[*]}" >"$dir/statuses"
   else
     "$@" 2>"$dir/producer.err" |
       encode_stage "$compress" 2>"$dir/encode.err" |
-      s3-put "${S3PUT_OPTS[@]}" - "$url" >"$dir/put.json" 2>"$dir/put.err"
+      upload_stage "$dir" "$url" >"$dir/put.json" 2>"$dir/put.err"
     local statuses=("${PIPESTATUS[@]}")
     printf '%s 0 %s %s\n' "${statuses[0]}" "${statuses[1]}" "${statuses[2]}" >"$dir/statuses"
   fi
@@ -764,26 +770,47 @@ mlflow_stores() {
 }
 
 # snapshot_store PROJECT PATH: a consistent snapshot of one store (copied in one read
-# transaction and integrity-checked, by mlflow-scan) under $WORK/snapshot. Sets SNAP_FILE
-# (empty when there is none), SNAP_INTEGRITY and SNAP_ERROR; returns 1 when mlflow-scan failed.
+# transaction by mlflow-scan) under $WORK/snapshot. Sets SNAP_FILE (empty when there is
+# none) and SNAP_ERROR; returns 1 when mlflow-scan failed.
 snapshot_store() {
   local project=$1 path=$2 report=$COMPONENT_DIR/snapshot.json json
-  SNAP_FILE="" SNAP_INTEGRITY="" SNAP_ERROR=""
+  SNAP_FILE="" SNAP_ERROR=""
   rm -rf -- "$WORK/snapshot" && mkdir -p "$WORK/snapshot"
-  kdl_run_job mlflow-scan --max-depth 0 --snapshot "$WORK/snapshot" "${path%/*}" >"$report" 2>"$COMPONENT_DIR/snapshot.err" ||
-    return 1
-  # The usual case without a jq process: mlflow-scan renames the copy into place only once
-  # its check said ok.
+  # --check none: produce_checked_snapshot checks the copy while it uploads it.
+  kdl_run_job mlflow-scan --max-depth 0 --check none --snapshot "$WORK/snapshot" "${path%/*}" >"$report" \
+    2>"$COMPONENT_DIR/snapshot.err" || return 1
+  # The usual case without a jq process: mlflow-scan renames a copy into place once written.
   json=$(<"$report")
-  if [[ -f "$WORK/snapshot/$project/mlflow.db" && "$json" == *'"integrity":"ok"'* && "$json" != *'"project":'*'"project":'* ]]; then
-    SNAP_FILE="$WORK/snapshot/$project/mlflow.db" SNAP_INTEGRITY=ok
+  if [[ -f "$WORK/snapshot/$project/mlflow.db" && "$json" == *'"status":"ok"'* && "$json" != *'"project":'*'"project":'* ]]; then
+    SNAP_FILE="$WORK/snapshot/$project/mlflow.db"
     return 0
   fi
-  IFS=$'\x1f' read -r SNAP_FILE SNAP_INTEGRITY SNAP_ERROR < <(jq -r --arg p "$project" '
+  IFS=$'\x1f' read -r SNAP_FILE SNAP_ERROR < <(jq -r --arg p "$project" '
     [(if type == "array" then .[] else (.stores // [])[] end) | select(.project == $p)][0] | select(. != null)
-    | [(.snapshot.path // ""), (.snapshot.integrity // ""), (.snapshot.error // .error // "")] | join("\u001f")' "$report") ||
-    true
+    | [(.snapshot.path // ""), (.snapshot.error // .error // "")] | join("\u001f")' "$report") || true
   return 0
+}
+
+# produce_checked_snapshot FILE DIR: FILE on stdout while PRAGMA integrity_check reads it (on
+# the other core); the stream ends, and so the upload completes, only once the check said ok.
+# Otherwise the object's s3-put (pid in DIR/put.pid) is stopped before its input ends: it
+# aborts the upload and nothing is stored. Check time and result go to DIR/check.*.
+produce_checked_snapshot() {
+  local file=$1 dir=$2 checker status=0 start i
+  kdl_now_ns_into start
+  sqlite3 -readonly -bail "$file" 'PRAGMA integrity_check(20)' >"$dir/check.out" 2>&1 &
+  checker=$!
+  cat -- "$file" || status=$?
+  wait "$checker" || status=$?
+  kdl_seconds_since "$start" >"$dir/check.seconds"
+  if ((status == 0)) && [[ "$(<"$dir/check.out")" == ok ]]; then return 0; fi
+  printf 'integrity_check of the snapshot failed, nothing stored: %s\n' "$(head -n 3 "$dir/check.out" | paste -sd ';' -)" >&2
+  for ((i = 0; i < 100; i++)); do
+    [[ -s "$dir/put.pid" ]] && break
+    sleep 0.05
+  done
+  kill -TERM "$(<"$dir/put.pid")" 2>/dev/null || true
+  return 1
 }
 
 # mlflow_finish STEP [VERIFIED]: object_finish, then its folder goes (50 stores' worth of
@@ -797,7 +824,7 @@ mlflow_finish() {
 # consistent snapshot (removed right after upload) and artifacts.tar.zst for local artifacts.
 component_mlflow() {
   local error project path status detail artifacts store_json seen=" "
-  local folders=() folder safe=() checked pending=""
+  local folders=() folder safe=() pending=""
   error=$(check_error mlflow)
   if [[ -n "$error" ]]; then
     component_error "mlflow-scan: skipped: $error"
@@ -833,9 +860,8 @@ component_mlflow() {
       component_error "mlflow snapshot of $path failed: ${SNAP_ERROR:-$(kdl_tail_text "$COMPONENT_DIR/snapshot.err" 2)}"
       continue
     fi
-    checked=false
-    [[ "$SNAP_INTEGRITY" == ok ]] && checked=true
-    object_start "mlflow-$project" "mlflow/$project/mlflow.db.zst" sqlite+zstd zstd - cat "$SNAP_FILE"
+    object_start "mlflow-$project" "mlflow/$project/mlflow.db.zst" sqlite+zstd zstd - \
+      produce_checked_snapshot "$SNAP_FILE" "$COMPONENT_DIR/objects/mlflow-$project"
     # A store's artifacts stream beside its database and on while the next store is copied
     # (no disk involved); one artifacts upload at a time.
     folders=() safe=()
@@ -850,7 +876,8 @@ component_mlflow() {
       object_start "artifacts-$project" "mlflow/$project/artifacts.tar.zst" tar+zstd zstd verify_tar produce_tar "$(dirname "$path")" "${safe[@]}"
       pending="artifacts-$project"
     fi
-    mlflow_finish "mlflow-$project" "$checked"
+    # Stored means checked: the upload completes only after integrity_check said ok.
+    mlflow_finish "mlflow-$project" true
     rm -rf -- "$WORK/snapshot"
     printf '%s\n' "$store_json" >>"$COMPONENT_DIR/projects.jsonl"
   done < <(mlflow_stores "$COMPONENT_DIR/scan.json")
@@ -960,10 +987,10 @@ tool_version() {
   return 0
 }
 
-# tools_json: versions of the helpers and of pg_dump, mongodump, zstd, age, as a JSON object.
+# tools_json: versions of the helpers and of pg_dump, mongodump, zstd, age, sqlite3, as a JSON object.
 tools_json() {
   local tool args=()
-  for tool in s3-put s3-ls s3-prune k8s-export mlflow-scan notify pg_dump mongodump zstd age; do
+  for tool in s3-put s3-ls s3-prune k8s-export mlflow-scan notify pg_dump mongodump zstd age sqlite3; do
     args+=("$tool" "$(tool_version "$tool")")
   done
   jq -n '$ARGS.positional | [range(0; length; 2) as $i | {key: .[$i], value: (.[$i + 1] | if . == "" then null else . end)}] | from_entries' \

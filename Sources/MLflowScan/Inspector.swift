@@ -168,13 +168,14 @@ struct Inspector {
     /// Checks the copy (after the source's read transaction ended), then renames it into place and digests it.
     private func finish(_ copied: SnapshotJob, _ outcome: inout Outcome) {
         var job = copied
+        guard let pragma = snapshotCheck.pragma else { return publish(&job, &outcome) }
         let checkStarted = clock()
         var result: [String]
         do throws(SQLiteFailure) {
             // A fresh read-only connection on the file just written (its pages still in the page cache). No
             // memory map: it made the check no faster and put the whole copy in the process's RSS.
             let checker = try SQLiteConnection.openReadOnly(job.partial, busyTimeoutMilliseconds: 0)
-            result = try checker.rows(snapshotCheck.pragma).compactMap { $0.first ?? nil }
+            result = try checker.rows(pragma).compactMap { $0.first ?? nil }
         } catch where error.isCorruption {
             result = [error.message]
         } catch {
@@ -191,6 +192,11 @@ struct Inspector {
             outcome.report.error = "\(snapshotCheck.rawValue)_check: " + result.joined(separator: "; ")
             return
         }
+        publish(&job, &outcome)
+    }
+
+    /// Renames the copy into place and digests it.
+    private func publish(_ job: inout SnapshotJob, _ outcome: inout Outcome) {
         if case .failure(let error) = FileSystem.rename(job.partial, to: job.final) {
             return fail(&job, "cannot rename \(job.partial.text): \(error)", &outcome)
         }

@@ -32,7 +32,7 @@ public struct MLflowScanCommand: ParsableCommand {
     @Flag(name: .customLong("quick-check"), help: "Also run PRAGMA quick_check on every store (reads every page).")
     var quickCheck = false
 
-    @Option(help: "How each snapshot is checked: integrity (PRAGMA integrity_check) or quick (PRAGMA quick_check, faster).")
+    @Option(help: "How each snapshot is checked: integrity (PRAGMA integrity_check), quick (PRAGMA quick_check, faster) or none (the caller checks the copy itself).")
     var check: SnapshotCheck = .integrity
 
     @Flag(help: "Indent the JSON output.")

@@ -28,8 +28,16 @@ public struct ScanOptions: Sendable {
 public enum SnapshotCheck: String, Sendable, CaseIterable {
     case integrity
     case quick
+    /// No check here: the caller checks the copy itself (backup.sh does, while it uploads it).
+    case none
 
-    var pragma: String { self == .integrity ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)" }
+    var pragma: String? {
+        switch self {
+        case .integrity: "PRAGMA integrity_check(20)"
+        case .quick: "PRAGMA quick_check(20)"
+        case .none: nil
+        }
+    }
 }
 
 /// Discovers the stores under ROOT, inspects each, snapshots the ok ones, and builds the report.

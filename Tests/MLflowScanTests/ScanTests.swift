@@ -90,24 +90,11 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: tree.snapshotDir + "/garbage"))
     }
 
-    @Test(arguments: SnapshotCheck.allCases)
+    @Test(arguments: [SnapshotCheck.integrity, .quick])
     func damagedMetricPagesFailTheCopysCheck(check: SnapshotCheck) throws {
         let tree = try StoreTree()
         let folder = try tree.folder("damaged")
-        let writer = try tree.mlflowStore(in: folder, runs: 5)
-        // Many metrics after the runs: the file's last pages belong only to the metrics table and its index,
-        // which counting experiments and runs never reads, so only the check of the copy can find the damage.
-        try writer.execute(
-            """
-            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
-            INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
-            SELECT 'loss', i / 7.0, 1700000000000 + i, printf('%032x', i % 5), i, 0 FROM n
-            """)
-        let path = folder.appending("mlflow.db").text
-        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        let pageSize = 4096
-        for index in (bytes.count - pageSize * 20)..<(bytes.count - pageSize * 2) { bytes[index] = UInt8(truncatingIfNeeded: index &* 131) }
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        try Self.damageMetricPages(of: tree, in: folder)
 
         // A copy from an earlier, healthy run must not survive the failed one.
         try FileManager.default.createDirectory(atPath: tree.snapshotDir + "/damaged", withIntermediateDirectories: true)
@@ -123,6 +110,38 @@ import Testing
         #expect(snapshot.sha256 == nil)
         #expect(!FileManager.default.fileExists(atPath: tree.snapshotDir + "/damaged/mlflow.db"))
         #expect(!FileManager.default.fileExists(atPath: tree.snapshotDir + "/damaged/.mlflow.db.partial"))
+    }
+
+    @Test func checkNoneLeavesTheCheckToTheCaller() throws {
+        let tree = try StoreTree()
+        let folder = try tree.folder("damaged")
+        try Self.damageMetricPages(of: tree, in: folder)
+        let options = ScanOptions(root: tree.root.path, snapshotDir: tree.snapshotDir, snapshotCheck: SnapshotCheck.none)
+        let store = try #require(try Scanner(options: options).run().report.store("damaged"))
+        #expect(store.status == .ok)
+        let snapshot = try #require(store.snapshot)
+        #expect(snapshot.check == "none")
+        #expect(snapshot.integrity == nil && snapshot.checkSeconds == nil)
+        #expect(snapshot.sha256 != nil)
+        #expect(FileManager.default.fileExists(atPath: tree.snapshotDir + "/damaged/mlflow.db"))
+    }
+
+    /// An MLflow store of 5 runs whose last metric pages are overwritten with noise.
+    static func damageMetricPages(of tree: StoreTree, in folder: RawPath) throws {
+        let writer = try tree.mlflowStore(in: folder, runs: 5)
+        // Many metrics after the runs: the file's last pages belong only to the metrics table and its index,
+        // which counting experiments and runs never reads, so only the check of the copy can find the damage.
+        try writer.execute(
+            """
+            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+            INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
+            SELECT 'loss', i / 7.0, 1700000000000 + i, printf('%032x', i % 5), i, 0 FROM n
+            """)
+        let path = folder.appending("mlflow.db").text
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let pageSize = 4096
+        for index in (bytes.count - pageSize * 20)..<(bytes.count - pageSize * 2) { bytes[index] = UInt8(truncatingIfNeeded: index &* 131) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
     @Test func symlinksStayInsideRootAndLoopsEnd() throws {

@@ -257,6 +257,20 @@ in_script() {
     "mlflow/churn/mlflow.db.zst mlflow/demo/mlflow.db.zst mlflow/demo/artifacts.tar.zst"
 }
 
+@test "an MLflow snapshot failing integrity_check is not stored; the other stores are" {
+  local broken="$MLFLOW_ROOT/kdl-broken-mlflow-claim-pvc-5e6f"
+  mkdir -p "$broken"
+  { printf 'SQLite format 3\0'; head -c 8192 /dev/urandom; } >"$broken/mlflow.db"
+  BACKUP_COMPONENTS=mlflow run -1 --separate-stderr "$BACKUP_SH"
+  local m
+  m=$(manifest)
+  assert_equal "$(jq -r '.components[] | select(.name == "mlflow") | .status' "$m")" failure
+  [[ "$(jq -r '.components[] | select(.name == "mlflow") | .error' "$m")" == *"mlflow-broken: producer exited 1: integrity_check of the snapshot failed, nothing stored"* ]]
+  assert_equal "$(jq -r '[.components[] | select(.name == "mlflow") | .objects[] | "\(.key) \(.verified)"] | join(",")' "$m")" \
+    "mlflow/churn/mlflow.db.zst true,mlflow/demo/mlflow.db.zst true,mlflow/demo/artifacts.tar.zst true"
+  [ ! -e "$(set_dir)/mlflow/broken" ] || [ -z "$(find "$(set_dir)/mlflow/broken" -type f)" ]
+}
+
 @test "unselected components are recorded as skipped and are not run" {
   export BACKUP_COMPONENTS=kubernetes
   run -0 "$BACKUP_SH"

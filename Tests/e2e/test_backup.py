@@ -345,3 +345,46 @@ def test_run_with_wrong_credentials_uploads_nothing(run):
     assert result.returncode == 77, result.stderr
     assert "pg_dump key=" not in result.stderr
     assert run.keys() == {}
+
+
+def damaged_store(folder: Path) -> None:
+    """An MLflow-shaped store (rollback journal) whose last metric pages are noise: counting experiments
+    and runs still works, so only the integrity check of the copy can find the damage."""
+    import sqlite3
+
+    folder.mkdir(parents=True)
+    conn = sqlite3.connect(folder / "mlflow.db")
+    conn.executescript("""
+        CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+        CREATE TABLE runs (run_uuid TEXT PRIMARY KEY, experiment_id INTEGER);
+        CREATE TABLE metrics (key TEXT, value REAL, timestamp INTEGER, run_uuid TEXT, step INTEGER);
+        CREATE INDEX metrics_by_run ON metrics (run_uuid, key, step);
+        INSERT INTO experiments VALUES (1, 'damaged');
+        INSERT INTO runs VALUES ('r1', 1);
+        WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+        INSERT INTO metrics SELECT 'loss', i / 7.0, 1700000000000 + i, 'r1', i FROM n;
+    """)
+    conn.commit()
+    conn.close()
+    data = bytearray((folder / "mlflow.db").read_bytes())
+    page = 4096
+    for index in range(len(data) - page * 20, len(data) - page * 2):
+        data[index] = (index * 131) & 0xFF
+    (folder / "mlflow.db").write_bytes(bytes(data))
+
+
+def test_a_snapshot_failing_integrity_check_is_never_stored(run, stack, tmp_path):
+    root = tmp_path / "shared-volume"
+    shutil.copytree(stack["MLFLOW_ROOT"], root, symlinks=True)
+    damaged_store(root / "kdl-damaged-mlflow-claim-pvc-0f0f")
+    result = run.backup(env={"BACKUP_COMPONENTS": "mlflow", "MLFLOW_ROOT": str(root)})
+    assert result.returncode == 1, result.stderr  # mlflow is the only component and it failed
+    mlflow = by_name(run.manifest(result.set_id))["mlflow"]
+    assert mlflow["status"] == "failure"
+    assert "mlflow-damaged: producer exited 1: integrity_check of the snapshot failed, nothing stored" in mlflow["error"]
+    stored = {obj["key"] for obj in mlflow["objects"]}
+    healthy = {p.name for p in Path(stack["MLFLOW_ROOT"]).iterdir() if (p / "mlflow.db").exists()}
+    assert len(stored) >= len(healthy) > 0 and all(obj["verified"] for obj in mlflow["objects"])
+    assert not [key for key in run.keys(result.set_id) if "/mlflow/damaged/" in f"/{key}"]
+    uploads = run.s3.list_multipart_uploads(Bucket=run.bucket, Prefix=f"{run.prefix}/")
+    assert uploads.get("Uploads", []) == []

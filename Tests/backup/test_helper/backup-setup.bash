@@ -39,7 +39,8 @@ _clean_env() {
 }
 
 # _make_sources: a Gitea /data tree (a bare-repo-like folder, config, and the excluded folders)
-# and an MLflow root with two stores, one with local artifacts.
+# and an MLflow root with two stores (real SQLite files: backup.sh checks each copy), one with
+# local artifacts.
 _make_sources() {
   local data="$BATS_TEST_TMPDIR/data" ml="$BATS_TEST_TMPDIR/shared-volume"
   mkdir -p "$data/git/repositories/alice/demo.git/objects" "$data/gitea/conf" "$data/gitea/indexers/issues" \
@@ -49,9 +50,9 @@ _make_sources() {
   echo 'index' >"$data/gitea/indexers/issues/segment"
   echo 'host key' >"$data/ssh/gitea.rsa"
   mkdir -p "$ml/kdl-demo-mlflow-claim-pvc-1a2b/mlruns/0" "$ml/kdl-churn-mlflow-claim-pvc-3c4d"
-  echo 'sqlite demo' >"$ml/kdl-demo-mlflow-claim-pvc-1a2b/mlflow.db"
+  sqlite3 "$ml/kdl-demo-mlflow-claim-pvc-1a2b/mlflow.db" "CREATE TABLE experiments(name); INSERT INTO experiments VALUES ('demo')"
   echo 'metric' >"$ml/kdl-demo-mlflow-claim-pvc-1a2b/mlruns/0/meta.yaml"
-  echo 'sqlite churn' >"$ml/kdl-churn-mlflow-claim-pvc-3c4d/mlflow.db"
+  sqlite3 "$ml/kdl-churn-mlflow-claim-pvc-3c4d/mlflow.db" "CREATE TABLE experiments(name); INSERT INTO experiments VALUES ('churn')"
 }
 
 # set_dir: the fake S3 folder of the set under test.
