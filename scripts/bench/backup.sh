@@ -18,8 +18,15 @@ PY="$ROOT/.venv/bin/python"
 OWN_STACK_DIR="" # not STACK_DIR: sourcing stack.env sets that one
 WORK=""
 
-# cleanup: stops a stack started here, removes the work folder.
+# cleanup: removes what the run stored (moto keeps objects in its memory and temp files, which
+# would slow the next run), stops a stack started here, removes the work folder.
 cleanup() {
+  if [[ -n "${BACKUP_S3_BUCKET:-}" ]]; then
+    local prefix
+    for prefix in bench-ours bench-baseline bench-floor; do
+      "$ROOT/.venv/bin/aws" s3 rm --recursive --only-show-errors "s3://$BACKUP_S3_BUCKET/$prefix/" >/dev/null 2>&1 || true
+    done
+  fi
   if [[ -n "$OWN_STACK_DIR" ]]; then
     "$ROOT/scripts/stack/down.sh" --dir "$OWN_STACK_DIR" >/dev/null 2>&1 || true
     rm -rf "$OWN_STACK_DIR"

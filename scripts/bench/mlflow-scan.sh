@@ -235,7 +235,7 @@ main() {
   echo
   echo "The copy replaces the original backup's cp and is what the target applies to. The check and the digest"
   echo "come on top: with the default integrity_check the whole run is several times cp (see the last rows)."
-  echo "File-backed memory is the page cache mapped by SQLite (source and check read through mmap), not a heap copy."
+  echo "File-backed memory is the page cache mapped by SQLite (a WAL source is read through mmap for the backup API), not a heap copy."
   echo "Load average while measuring: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores."
 }
 
