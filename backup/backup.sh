@@ -543,7 +543,7 @@ object_start() {
   local step=$1 key=$2 format=$3 compress=$4 verifier=$5
   shift 5
   local dir="$COMPONENT_DIR/objects/$step" now
-  [[ "$ENCRYPTED" == true ]] && key+=".age"
+  encrypted && key+=".age"
   rm -rf -- "$dir"
   mkdir -p "$dir"
   kdl_now_ns_into now
@@ -580,18 +580,14 @@ object_finish() {
     component_error "$step: verification of $key failed: $(kdl_tail_text "$dir/verify.err" 2)"
   fi
   if [[ -s "$dir/verify.out" ]]; then details_merge_file "$step" "$dir/verify.out"; fi
-  local line="" size sha REPLY
+  local line="" size="" sha="" REPLY
   [[ -s "$dir/put.json" ]] && line=$(<"$dir/put.json")
-  if [[ ! "$line" =~ \"size\":([0-9]+)[,}] ]]; then
+  [[ "$line" =~ \"size\":([0-9]+)[,}] ]] && size=${BASH_REMATCH[1]}
+  [[ "$line" =~ \"sha256\":\"([0-9a-f]{64})\" ]] && sha=${BASH_REMATCH[1]}
+  if [[ -z "$size" || -z "$sha" ]]; then
     component_error "$step: s3-put printed no result line for $key"
     return 1
   fi
-  size=${BASH_REMATCH[1]}
-  if [[ ! "$line" =~ \"sha256\":\"([0-9a-f]{64})\" ]]; then
-    component_error "$step: s3-put printed no result line for $key"
-    return 1
-  fi
-  sha=${BASH_REMATCH[1]}
   kdl_json_string "$key"
   local key_json=$REPLY
   kdl_json_string "$format"
@@ -794,15 +790,13 @@ snapshot_store() {
 # produce_checked_snapshot FILE DIR: FILE on stdout while PRAGMA integrity_check reads it (on
 # the other core); the stream ends, and so the upload completes, only once the check said ok.
 # Otherwise the object's s3-put (pid in DIR/put.pid) is stopped before its input ends: it
-# aborts the upload and nothing is stored. Check time and result go to DIR/check.*.
+# aborts the upload and nothing is stored. The check's output goes to DIR/check.out.
 produce_checked_snapshot() {
-  local file=$1 dir=$2 checker status=0 start i
-  kdl_now_ns_into start
+  local file=$1 dir=$2 checker status=0 i
   sqlite3 -readonly -bail "$file" 'PRAGMA integrity_check(20)' >"$dir/check.out" 2>&1 &
   checker=$!
   cat -- "$file" || status=$?
   wait "$checker" || status=$?
-  kdl_seconds_since "$start" >"$dir/check.seconds"
   if ((status == 0)) && [[ "$(<"$dir/check.out")" == ok ]]; then return 0; fi
   printf 'integrity_check of the snapshot failed, nothing stored: %s\n' "$(head -n 3 "$dir/check.out" | paste -sd ';' -)" >&2
   for ((i = 0; i < 100; i++)); do

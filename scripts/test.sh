@@ -50,8 +50,7 @@ build() {
   KDL_BIN_DIR="$(swift build -c release --static-swift-stdlib --show-bin-path)"
   export KDL_BIN_DIR
   # Some tests run the helpers as nobody; a build made under umask 077 would refuse them.
-  local helper
-  for helper in s3-put s3-get s3-ls s3-prune k8s-export mlflow-scan notify; do chmod a+rx "$KDL_BIN_DIR/$helper"; done
+  chmod a+rX "$KDL_BIN_DIR" "$KDL_BIN_DIR"/*
 }
 
 stack_up() {
