@@ -19,7 +19,7 @@ OWN_STACK_DIR="" # not STACK_DIR: sourcing stack.env sets that one
 WORK=""
 
 # cleanup: removes what the run stored (moto keeps objects in its memory and temp files, which
-# would slow the next run), stops a stack started here, removes the work folder.
+# pile up over runs against one stack), stops a stack started here, removes the work folder.
 cleanup() {
   if [[ -n "${BACKUP_S3_BUCKET:-}" ]]; then
     local prefix
