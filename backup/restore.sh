@@ -7,7 +7,8 @@
 #                           [--allow-partial] [--output DIR]
 #        restore.sh --help | --version
 #
-# COMPONENT: gitea-db | gitea-data | gitea (both) | mongodb | mlflow | kubernetes | all
+# COMPONENT: a component (gitea, mongodb, mlflow, kubernetes: all its steps), one of its steps
+#            (gitea-db, gitea-data, k8s-secrets, k8s-resources), or all (every step, in restore order)
 # `latest` is the newest complete set with status success (success or partial with --allow-partial).
 # Every object a command needs is downloaded and checked (size, sha256, decryption, format) before
 # anything live changes; changes need --yes; --dry-run prints the plan and changes nothing.
@@ -21,21 +22,22 @@
 set -Eeuo pipefail
 umask 077
 
-RESTORE_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib"
+KDL_BACKUP_HOME=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # shellcheck source=backup/lib/common.sh
-source "$RESTORE_LIB/common.sh"
+source "$KDL_BACKUP_HOME/lib/common.sh"
 # shellcheck source=backup/lib/config.sh
-source "$RESTORE_LIB/config.sh"
-# shellcheck source=backup/lib/restore-common.sh
-source "$RESTORE_LIB/restore-common.sh"
-# shellcheck source=backup/lib/restore-tar.sh
-source "$RESTORE_LIB/restore-tar.sh"
-# shellcheck source=backup/lib/restore-set.sh
-source "$RESTORE_LIB/restore-set.sh"
-# shellcheck source=backup/lib/restore-components.sh
-source "$RESTORE_LIB/restore-components.sh"
-
-readonly RESTORE_VERSION="${KDL_BACKUP_VERSION:-0.1.0}"
+source "$KDL_BACKUP_HOME/lib/config.sh"
+# shellcheck source=backup/lib/formats.sh
+source "$KDL_BACKUP_HOME/lib/formats.sh"
+# shellcheck source=backup/lib/manifest.sh
+source "$KDL_BACKUP_HOME/lib/manifest.sh"
+# shellcheck source=backup/lib/postgres.sh
+source "$KDL_BACKUP_HOME/lib/postgres.sh"
+# shellcheck source=backup/lib/registry.sh
+source "$KDL_BACKUP_HOME/lib/registry.sh"
+# shellcheck source=backup/lib/sets.sh
+source "$KDL_BACKUP_HOME/lib/sets.sh"
+kdl_load_components "$KDL_BACKUP_HOME/components"
 
 KDL_TOOL=restore.sh
 WORK=""
@@ -49,7 +51,6 @@ ALLOW_PARTIAL=false
 OUTPUT_DIR=""
 JSON=false
 FORCE_CONFLICTS=""
-KUBECTL=()
 ARGS=()
 VERIFIED_COUNT=0 VERIFIED_BYTES=0 VERIFIED_UNREAD=0 VERIFIED_CHECKS=""
 VERIFY_REPORT=false
@@ -117,22 +118,29 @@ report_verify() {
   return 0
 }
 
-# setup_env: bucket, prefix, identity and defaults from the environment; the work directory.
+# setup_env: bucket, prefix, identity and every component's configuration from the environment; the
+# work directory. MongoDB's connection string goes into a --config file there (never on a command line).
 setup_env() {
+  local name
   kdl_load_s3_config || die "$EX_USAGE" "$KDL_CONFIG_ERROR"
   kdl_register_env_secrets
   kdl_register_secret "${NOTIFY_VERIFY_HEALTHCHECK_URL:-}"
   [[ -n "$IDENTITY" ]] || IDENTITY=${BACKUP_AGE_IDENTITY_FILE:-}
-  GITEA_DATA_DIR=${GITEA_DATA_DIR:-/data}
-  MLFLOW_ROOT=${MLFLOW_ROOT:-/shared-volume}
-  export PGDATABASE=${PGDATABASE:-gitea}
+  for name in "${KDL_COMPONENTS[@]}"; do
+    "${name}_config" false || die "$EX_USAGE" "$KDL_CONFIG_ERROR"
+  done
   need_cmd s3-ls s3-get jq sha256sum tee
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/kdl-restore.XXXXXX")
   KDL_LOG_FILE="$WORK/restore.log"
   : >"$KDL_LOG_FILE"
+  if [[ -n "${MONGO_URI:-}" ]] && command -v mongorestore >/dev/null; then
+    KDL_MONGO_CONFIG="$WORK/mongo.yaml"
+    kdl_write_mongo_config "$KDL_MONGO_CONFIG"
+  fi
 }
 
 # parse_options ARG...: flags into globals, positionals into ARGS.
+# shellcheck disable=SC2034  # OUTPUT_DIR, FORCE and FORCE_CONFLICTS are read by the components' restore steps
 parse_options() {
   ARGS=()
   while (($#)); do
@@ -156,7 +164,7 @@ parse_options() {
 
 # set_bytes MANIFEST: total stored bytes of a set.
 set_bytes() {
-  jq '[.components[] | (.objects // [])[] | .bytes] | add // 0' "$1"
+  jq '[.components[].objects[].bytes] | add // 0' "$1"
 }
 
 # cmd_list: complete sets, newest first: id, status, size, components.
@@ -175,7 +183,8 @@ cmd_list() {
   log info "listed sets" count="$n" location="$(s3_url "")"
 }
 
-# cmd_show: one set's manifest as a readable summary, or raw with --json.
+# cmd_show: one set's manifest as a readable summary (each component's details in its own words), or
+# raw with --json.
 cmd_show() {
   ((${#ARGS[@]} == 1)) || die "$EX_USAGE" "usage: restore.sh show ID|latest [--json]"
   resolve_set "${ARGS[0]}" "$ALLOW_PARTIAL"
@@ -184,24 +193,31 @@ cmd_show() {
     return
   fi
   jq -r --arg size "$(human_bytes "$(set_bytes "$MANIFEST")")" '
-    "set:        \(.id)", "status:     \(.status)", "started:    \(.startedAt // "-")", "finished:   \(.finishedAt // "-")",
+    "set:        \(.id)", "status:     \(.status)", "started:    \(.startedAt)", "finished:   \(.finishedAt)",
     "size:       \($size)",
     "encryption: \(if .encryption == null then "none" else "\(.encryption.type) to \(.encryption.recipients | length) recipient(s)" end)",
-    "tools:      \((.tools // {}) | to_entries | map("\(.key) \(.value)") | join(", "))",
-    "",
-    (.components[] |
-      "\(.name): \(.status)\(if .seconds then " in \(.seconds)s" else "" end)\(if .error then " (error: \(.error))" else "" end)",
-      ((.objects // [])[] | "  \(.key)  \(.bytes) bytes  sha256 \(.sha256[0:16])…\(if .encrypted then "  encrypted" else "" end)\(if .verified == true then "  verified" else "" end)"),
-      (if (.details // null) != null then "  details: \(.details | tojson | .[0:400])" else empty end))' "$MANIFEST"
+    "tools:      \(.tools | to_entries | map("\(.key) \(.value)") | join(", "))"' "$MANIFEST"
+  local name status seconds error details
+  while IFS=$'\t' read -r name status seconds error details; do
+    printf '\n%s: %s in %ss%s\n' "$name" "$status" "$seconds" "${error:+ (error: $error)}"
+    jq -r --arg c "$name" '.components[] | select(.name == $c) | .objects[]
+      | "  \(.key)  \(.bytes) bytes  sha256 \(.sha256[0:16])…  \(.format)\(if .encrypted then "  encrypted" else "" end)\(if .verified then "  verified" else "" end)"' "$MANIFEST"
+    if [[ "$details" != '{}' ]]; then
+      if kdl_is_component "$name" && kdl_has_fn "${name}_describe"; then
+        printf '  details: %s\n' "$("${name}_describe" "$details")"
+      else
+        printf '  details: %s\n' "$details"
+      fi
+    fi
+  done < <(jq -r '.components[] | [.name, .status, (.seconds | tostring), (.error // ""), (.details | tojson)] | @tsv' "$MANIFEST")
 }
 
 # check_age: `verify latest` fails when the set finished more than BACKUP_VERIFY_MAX_AGE_HOURS ago
-# (0: no limit); sets SET_AGE_SECONDS (now - finishedAt, else startedAt or the id's time).
+# (0: no limit); sets SET_AGE_SECONDS (now - finishedAt).
 check_age() {
-  local max=${BACKUP_VERIFY_MAX_AGE_HOURS:-192} finished now age
+  local max=${BACKUP_VERIFY_MAX_AGE_HOURS:-$KDL_DEFAULT_VERIFY_MAX_AGE_HOURS} finished now age
   [[ "$max" =~ ^[0-9]+$ ]] || die "$EX_USAGE" "BACKUP_VERIFY_MAX_AGE_HOURS is not a number of hours: $max"
-  finished=$(jq -r '.finishedAt // .startedAt // empty' "$MANIFEST")
-  finished=$(date -u -d "$finished" +%s 2>/dev/null) || finished=$(set_started_epoch)
+  finished=$(date -u -d "$(jq -r .finishedAt "$MANIFEST")" +%s 2>/dev/null) || finished=$(set_started_epoch)
   now=$(date -u +%s)
   SET_AGE_SECONDS=$((now - finished))
   age=$((SET_AGE_SECONDS / 3600))
@@ -222,58 +238,6 @@ need_identity() {
   fi
 }
 
-# scratch_restore_check DB: restores the set's Gitea dump into the scratch database DB (created, and
-# dropped afterwards, also when a check fails), then compares what was restored with the manifest:
-# the number of tables with the dump's table of contents (details.pg_dump.tables), and per-table
-# row counts when the details carry them (details.tables).
-scratch_restore_check() {
-  local scratch=$1 key sha enc comp bytes tables rows dumped mismatches
-  [[ "$scratch" != "${PGDATABASE:-gitea}" ]] || die "$EX_USAGE" "BACKUP_VERIFY_SCRATCH_PGDATABASE must differ from PGDATABASE"
-  [[ "$scratch" =~ ^[A-Za-z0-9_-]+$ ]] || die "$EX_USAGE" "BACKUP_VERIFY_SCRATCH_PGDATABASE is not a plain database name: $scratch"
-  IFS=$'\t' read -r comp key bytes sha enc < <(objects_tsv '.name == "gitea"' | awk -F'\t' '$2 ~ /^gitea\/postgres\.dump/') || true
-  if [[ -z "${key:-}" ]]; then
-    log warn "scratch restore skipped: the set has no Gitea dump"
-    VERIFY_CHECKED+=("scratch restore skipped: the set has no Gitea dump")
-    return 0
-  fi
-  if [[ "$(object_mode "$enc")" == raw ]]; then
-    log warn "scratch restore skipped: the dump is encrypted and no identity was given"
-    VERIFY_CHECKED+=("scratch restore skipped: the dump is encrypted and no identity was given")
-    return 0
-  fi
-  SCRATCH_DB=$scratch
-  PGDATABASE=$scratch pg_admin_sql <<<'DROP DATABASE IF EXISTS :"db";' >/dev/null
-  PGDATABASE=$scratch pg_admin_sql <<<'CREATE DATABASE :"db";' >/dev/null
-  log info "scratch restore" key="$key" target="$(PGDATABASE=$scratch pg_target)"
-  PGDATABASE=$scratch object_pipeline "$key" "$sha" "$(object_mode "$enc")" pg_restore_into </dev/null
-  PGDATABASE=$scratch psql -X -q -t -A -v ON_ERROR_STOP=1 -F $'\t' >"$WORK/scratch-counts.tsv" 2>"$WORK/psql.err" <<'SQL' ||
-SELECT format('SELECT %L, count(*) FROM %I.%I',
-              CASE WHEN table_schema = 'public' THEN table_name ELSE table_schema || '.' || table_name END,
-              table_schema, table_name)
-  FROM information_schema.tables
- WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE' ORDER BY 1 \gexec
-SQL
-    die "$EX_FAILURE" "counting the rows restored into $scratch failed: $(tool_error_line "$WORK/psql.err")"
-  PGDATABASE=$scratch pg_admin_sql <<<'DROP DATABASE IF EXISTS :"db";' >/dev/null
-  SCRATCH_DB=""
-  tables=$(grep -c . "$WORK/scratch-counts.tsv" || true)
-  rows=$(awk -F'\t' '{ n += $2 } END { print n + 0 }' "$WORK/scratch-counts.tsv")
-  dumped=$(jq -r '[.components[] | select(.name == "gitea") | .details.pg_dump.tables // empty][0] // empty' "$MANIFEST")
-  if [[ -n "$dumped" && "$dumped" != "$tables" ]]; then
-    die "$EX_IOERR" "scratch restore of set $SET_ID: $tables tables restored, the dump's table of contents lists $dumped"
-  fi
-  mismatches=$(jq -r --rawfile got "$WORK/scratch-counts.tsv" '
-      ($got | split("\n") | map(select(length > 0) | split("\t") | {(.[0]): (.[1] | tonumber)}) | add // {}) as $g
-      | [.components[] | select(.name == "gitea") | .details.tables // empty
-         | (if type == "array" then map({(.name // .table): .rows}) | add // {} else . end)
-         | to_entries[] | select((.value | type) == "number" and $g[.key] != .value)
-         | "\(.key): backup \(.value), restored \($g[.key] // "missing")"] | join("; ")' "$MANIFEST")
-  [[ -z "$mismatches" ]] || die "$EX_IOERR" "scratch restore of set $SET_ID: row counts differ from the manifest: $mismatches"
-  log info "scratch restore ok" database="$scratch" tables="$tables" rows="$rows"
-  VERIFY_CHECKED+=("scratch restore into $scratch: $tables tables${dumped:+ (as in the dump)}, $rows rows, database dropped")
-  echo "scratch restore: $tables tables${dumped:+ (the dump lists $dumped)}, $rows rows restored into $scratch; database dropped"
-}
-
 # cmd_verify: every object of a set checked without touching any live system; each check that
 # passes is added to VERIFY_CHECKED (what `verify latest` reports through notify).
 cmd_verify() {
@@ -291,27 +255,51 @@ cmd_verify() {
   ((checked == 0)) || VERIFY_CHECKED+=("decrypted and format-checked: $checked objects ($VERIFIED_CHECKS)")
   ((VERIFIED_UNREAD == 0)) || VERIFY_CHECKED+=("not decrypted (no identity): $VERIFIED_UNREAD encrypted objects")
   echo "verify: set $SET_ID ok: $VERIFIED_COUNT objects, $(human_bytes "$VERIFIED_BYTES"), size and sha256 match the manifest; format checked: $checked; encrypted and not decrypted (no identity): $VERIFIED_UNREAD"
-  if [[ -n "${BACKUP_VERIFY_SCRATCH_PGDATABASE:-}" ]]; then
-    scratch_restore_check "$BACKUP_VERIFY_SCRATCH_PGDATABASE"
-  fi
+  local name
+  for name in "${KDL_COMPONENTS[@]}"; do
+    if kdl_has_fn "${name}_verify"; then "${name}_verify"; fi
+  done
 }
 
-# expand_components NAME...: the steps to run, in the order of `all`.
+# expand_components NAME...: the steps to run, in restore order: a component stands for all its steps,
+# `all` for every step.
 expand_components() {
   local -A want=()
   local c s
   for c in "$@"; do
-    case "$c" in
-      gitea-db | gitea-data | mongodb | mlflow) want[$c]=1 ;;
-      gitea) want[gitea-db]=1 want[gitea-data]=1 ;;
-      kubernetes) want[k8s-secrets]=1 want[k8s-resources]=1 ;;
-      all) for s in "${ALL_STEPS[@]}"; do want[$s]=1; done ;;
-      *) die "$EX_USAGE" "unknown component: $c (gitea-db, gitea-data, gitea, mongodb, mlflow, kubernetes, all)" ;;
-    esac
+    if [[ "$c" == all ]]; then
+      for s in "${KDL_RESTORE_STEPS[@]}"; do want[$s]=1; done
+    elif kdl_is_component "$c"; then
+      while IFS= read -r s; do want[$s]=1; done < <(kdl_component_steps "$c")
+    elif [[ -n "${KDL_STEP_COMPONENT[$c]+set}" ]] && kdl_step_has "$c" alone; then
+      want[$c]=1
+    else
+      die "$EX_USAGE" "unknown component: $c ($(restore_names), all)"
+    fi
   done
-  for s in "${ALL_STEPS[@]}"; do
+  for s in "${KDL_RESTORE_STEPS[@]}"; do
     [[ -z "${want[$s]+set}" ]] || echo "$s"
   done
+}
+
+# restore_names: what `restore` takes, for its error message: each component's steps that can be
+# restored alone, then the component.
+restore_names() {
+  local name step names=()
+  for name in "${KDL_COMPONENTS[@]}"; do
+    while IFS= read -r step; do
+      [[ "$step" == "$name" ]] || ! kdl_step_has "$step" alone || names+=("$step")
+    done < <(kdl_component_steps "$name")
+    names+=("$name")
+  done
+  local IFS=,
+  printf '%s' "${names[*]}" | sed 's/,/, /g'
+}
+
+# step_is_live STEP: true unless the step only writes files (the component says so).
+step_is_live() {
+  local name=${KDL_STEP_COMPONENT[$1]}
+  if kdl_has_fn "${name}_is_live"; then "${name}_is_live" "$1"; else return 0; fi
 }
 
 # cmd_restore: plan, verify every needed object, then (with --yes) restore each step in order.
@@ -327,7 +315,7 @@ cmd_restore() {
     if step_objects "$step" "$ALLOW_PARTIAL"; then
       active+=("$step")
       cat "$WORK/steps/$step.tsv" >>"$WORK/needed.tsv"
-      step_changes_live "$step" && live=true
+      step_is_live "$step" && live=true
     fi
   done
   ((${#active[@]})) || die "$EX_NOINPUT" "nothing to restore from set $SET_ID for: ${ARGS[*]:0:${#ARGS[@]}-1}"
@@ -335,7 +323,7 @@ cmd_restore() {
   check_identity
   echo "plan: set $SET_ID ($(jq -r .status "$MANIFEST"), $(set_encrypted && echo encrypted || echo 'not encrypted')), steps in order: ${active[*]}"
   echo "plan: verify $(wc -l <"$WORK/needed.tsv") objects (size, sha256, decryption, format) before any change"
-  for step in "${active[@]}"; do plan_step "$step"; done
+  for step in "${active[@]}"; do "${KDL_STEP_COMPONENT[$step]}_plan" "$step"; done
   if [[ "$DRY_RUN" != true && "$YES" != true && "$live" == true ]]; then
     die "$EX_USAGE" "refusing to change live systems without --yes (the plan is above; --dry-run checks everything and changes nothing)"
   fi
@@ -348,7 +336,7 @@ cmd_restore() {
   fi
   for step in "${active[@]}"; do
     log info "restore step" step="$step" set="$SET_ID"
-    apply_step "$step"
+    "${KDL_STEP_COMPONENT[$step]}_apply" "$step"
     echo "restored: $step from set $SET_ID"
   done
 }
@@ -357,7 +345,7 @@ main() {
   local cmd=${1:-}
   case "$cmd" in
     -h | --help | help) usage; return 0 ;;
-    --version) echo "restore.sh $RESTORE_VERSION"; return 0 ;;
+    --version) echo "restore.sh $(kdl_version)"; return 0 ;;
     list | show | verify | restore) shift ;;
     '') usage >&2; exit "$EX_USAGE" ;;
     *) die "$EX_USAGE" "unknown command: $cmd (list, show, verify, restore; see --help)" ;;
@@ -366,8 +354,8 @@ main() {
   [[ "$cmd" == verify && "${ARGS[*]}" == latest ]] && VERIFY_REPORT=true
   trap on_exit EXIT
   # A stopped run (the Job's activeDeadlineSeconds, ^C) fails: reported, scratch database dropped.
-  trap 'die 143 "stopped by SIGTERM"' TERM
-  trap 'die 130 "stopped by SIGINT"' INT
+  trap 'die "$EX_SIGTERM" "stopped by SIGTERM"' TERM
+  trap 'die "$EX_SIGINT" "stopped by SIGINT"' INT
   setup_env
   "cmd_$cmd"
 }

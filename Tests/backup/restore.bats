@@ -63,7 +63,7 @@ setup() {
   fake_set 20240101T000000Z success
   echo '{"format":"other"}' >"$FAKE_S3/kdl-backups/kdl-backup/20240101T000000Z/manifest.json"
   run -74 --separate-stderr "$RESTORE_SH" verify 20240101T000000Z
-  assert_equal "${stderr_lines[-1]}" 'restore.sh: manifest of set 20240101T000000Z is malformed (not kdl-backup/v1 or bad objects)'
+  assert_equal "${stderr_lines[-1]}" 'restore.sh: manifest of set 20240101T000000Z is malformed (not kdl-backup/v1: manifest.format: "other" where "kdl-backup/v1" is expected)'
 }
 
 @test "verify: every object downloaded with --sha256 and format-checked" {
@@ -358,7 +358,7 @@ hostile_tar() {
 }
 
 @test "tar_check_listing (unit): names with quotes, spaces and ' -> ' pass; hard link with .. refused" {
-  source "$REPO_ROOT/backup/lib/restore-tar.sh"
+  source "$REPO_ROOT/backup/lib/common.sh"; source "$REPO_ROOT/backup/lib/formats.sh"
   mkdir -p "$T/n" && cd "$T/n"
   echo a >'we ird -> "q".txt' && ln 'we ird -> "q".txt' hard && ln -s 'we ird -> "q".txt' soft
   tar -cf "$T/ok.tar" .

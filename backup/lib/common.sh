@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Summary: shared shell helpers for backup.sh and restore.sh: logfmt logging with secret
-#          redaction, die/say/require_cmd, word lists, timing and cancellable background jobs.
+#          redaction, die/say/require_cmd, the version, word lists, timing and cancellable background jobs.
 # Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 #
 # Functions return explicit statuses: a bare `return` inside a trap handler (and in functions
@@ -9,6 +9,9 @@
 # Sourcing defines functions and a few KDL_* globals only; it runs nothing. Callers set
 # KDL_TOOL (the name printed in every line) and may set KDL_LOG_FILE (a copy of every line)
 # and KDL_LOG_FIELDS (an array of key=value pairs added to every line, e.g. component=gitea).
+
+# shellcheck source=backup/lib/exit-codes.sh
+source "$(dirname "${BASH_SOURCE[0]}")/exit-codes.sh"
 
 KDL_TOOL=${KDL_TOOL:-kdl-backup}
 KDL_LOG_FILE=${KDL_LOG_FILE:-}
@@ -141,6 +144,28 @@ require_cmd() {
   return 1
 }
 
+# need_cmd NAME...: exits 69 naming the commands that are not on PATH.
+need_cmd() {
+  local missing
+  missing=$(require_cmd "$@") || die "$EX_UNAVAILABLE" "required command not found: $missing"
+}
+
+# kdl_version: the project's version, from backup/VERSION (the one place it is written).
+kdl_version() {
+  local file
+  file="$(dirname "${BASH_SOURCE[0]}")/../VERSION"
+  if [[ -r "$file" ]]; then tr -d ' \n' <"$file"; else printf 'unknown'; fi
+}
+
+# is_true VALUE: true|1|yes|on (any case) → 0; false|0|no|off|"" → 1; else 2.
+is_true() {
+  case "${1,,}" in
+    true | 1 | yes | on) return 0 ;;
+    false | 0 | no | off | "") return 1 ;;
+    *) return 2 ;;
+  esac
+}
+
 # kdl_words TEXT: TEXT split on spaces, commas and newlines, one word a line (empty words dropped).
 kdl_words() {
   local text=${1//,/ } word
@@ -216,6 +241,24 @@ kdl_tail_text() {
   [[ -s "$file" ]] || return 0
   text=$(grep -v '^[[:space:]]*$' "$file" | tail -n "$lines" | paste -sd ';' - | sed 's/;/; /g')
   kdl_redact "$text"
+}
+
+# tool_error_line FILE: the last non-empty line of a tool's stderr (redacted), for a one-line error.
+tool_error_line() {
+  kdl_tail_text "$1" 1 | cut -c1-300
+}
+
+# human_bytes N: N bytes as a short human size (KiB, MiB, ...).
+human_bytes() {
+  local n=${1:-0} units=(B KiB MiB GiB TiB) i=0 whole frac
+  whole=$n
+  frac=0
+  while ((whole >= 1024 && i < 4)); do
+    frac=$(((whole % 1024) * 10 / 1024))
+    whole=$((whole / 1024))
+    i=$((i + 1))
+  done
+  if ((i == 0)); then printf '%d B' "$n"; else printf '%d.%d %s' "$whole" "$frac" "${units[$i]}"; fi
 }
 
 # kdl_start_job CMD [ARGS...]: starts CMD (a function or program, with its pipelines) in the

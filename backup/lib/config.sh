@@ -1,8 +1,28 @@
 # shellcheck shell=bash
-# Summary: the environment contract shared by backup.sh and restore.sh: bucket and prefix,
-#          age recipients, the MongoDB tools' config file, S3 URLs.
+# Summary: the environment contract shared by backup.sh, restore.sh and the components: every
+#          default (once, here), bucket and prefix, age recipients, the MongoDB tools' config file,
+#          the Kubernetes namespace, S3 URLs.
 # Usage: source lib/common.sh first, then this file; call kdl_load_s3_config.
 # shellcheck disable=SC2034  # KDL_* globals are read by the scripts that source this file
+
+# --- defaults of the environment contract (docs/configuration.md) --------------------------------
+readonly KDL_DEFAULT_PREFIX=kdl-backup
+readonly KDL_DEFAULT_KEEP_LAST=8
+readonly KDL_DEFAULT_KEEP_DAYS=0
+readonly KDL_DEFAULT_REQUIRE_ENCRYPTION=false
+readonly KDL_DEFAULT_VERIFY_MAX_AGE_HOURS=192
+readonly KDL_DEFAULT_PGDATABASE=gitea
+readonly KDL_DEFAULT_PGCONNECT_TIMEOUT=10
+readonly KDL_DEFAULT_PG_DUMP_COMPRESS=1
+readonly KDL_DEFAULT_GITEA_DATA_DIR=/data
+readonly KDL_DEFAULT_GITEA_DATA_EXCLUDE="gitea/indexers ssh lost+found"
+readonly KDL_DEFAULT_GITEA_UID_GID=1000:1000
+readonly KDL_DEFAULT_MONGO_DATABASES="kdl admin"
+readonly KDL_DEFAULT_MLFLOW_ROOT=/shared-volume
+readonly KDL_DEFAULT_K8S_NAMESPACE=kdl
+readonly KDL_DEFAULT_K8S_RESOURCES="kdlprojects.v1.project.konstellation.io usertools.v1alpha1.kdl.konstellation.io"
+readonly KDL_DEFAULT_K8S_SECRET_NAME_REGEX='-ssh-keys$|^codeserver-oauth2-'
+readonly KDL_SERVICE_ACCOUNT_DIR=${KDL_SERVICE_ACCOUNT_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}
 
 KDL_BUCKET=""
 KDL_PREFIX=""
@@ -24,7 +44,7 @@ kdl_load_s3_config() {
     KDL_CONFIG_ERROR="BACKUP_S3_BUCKET '$KDL_BUCKET' is not a valid bucket name"
     return 64
   fi
-  KDL_PREFIX=${BACKUP_S3_PREFIX-kdl-backup}
+  KDL_PREFIX=${BACKUP_S3_PREFIX-$KDL_DEFAULT_PREFIX}
   while [[ "$KDL_PREFIX" == /* ]]; do KDL_PREFIX=${KDL_PREFIX#/}; done
   while [[ "$KDL_PREFIX" == */ ]]; do KDL_PREFIX=${KDL_PREFIX%/}; done
   if [[ -z "$KDL_PREFIX" ]]; then
@@ -72,4 +92,11 @@ kdl_write_mongo_config() {
     umask 077
     printf "uri: '%s'\n" "${uri//\'/\'\'}" >"$file"
   )
+}
+
+# kdl_k8s_namespace: K8S_NAMESPACE, else the service account's namespace (in a pod), else the default.
+kdl_k8s_namespace() {
+  local ns=${K8S_NAMESPACE:-}
+  if [[ -z "$ns" && -r "$KDL_SERVICE_ACCOUNT_DIR/namespace" ]]; then ns=$(<"$KDL_SERVICE_ACCOUNT_DIR/namespace"); fi
+  printf '%s' "${ns:-$KDL_DEFAULT_K8S_NAMESPACE}"
 }

@@ -39,16 +39,24 @@ _src_tree() {
   ln -sf ../gitea/conf/app.ini "$src/git/config-link"
 }
 
-# _put KEY ENCRYPT < BYTES: stores an object of the set being built and records it in $T/objects.jsonl.
+# _put KEY ENCRYPT < BYTES: stores an object of the set being built and records it in $T/objects.jsonl,
+# with the format backup.sh records for such a key.
 _put() {
-  local key=$1 enc=$2 dest
+  local key=$1 enc=$2 dest format
+  case "$key" in
+    *.dump) format=pg_dump-custom ;;
+    *.tar.zst) format=tar+zstd ;;
+    *.archive.gz) format=mongodump-archive+gzip ;;
+    *.db.zst) format=sqlite+zstd ;;
+    *.yaml.zst) format=yaml+zstd ;;
+  esac
   [[ "$enc" == true ]] && key="$key.age"
   dest="$FAKE_S3/kdl-backups/kdl-backup/$SET/$key"
   mkdir -p "$(dirname "$dest")"
   if [[ "$enc" == true ]]; then age -r "$RECIPIENT" >"$dest"; else cat >"$dest"; fi
   jq -nc --arg c "${key%%/*}" --arg k "$key" --argjson b "$(stat -c %s "$dest")" \
-    --arg s "$(sha256sum "$dest" | cut -d' ' -f1)" --argjson e "$enc" \
-    '{component: $c, key: $k, bytes: $b, sha256: $s, format: "x", encrypted: $e, verified: true}' >>"$T/objects.jsonl"
+    --arg s "$(sha256sum "$dest" | cut -d' ' -f1)" --argjson e "$enc" --arg f "$format" \
+    '{component: $c, key: $k, bytes: $b, sha256: $s, format: $f, encrypted: $e, verified: true}' >>"$T/objects.jsonl"
 }
 
 # fake_set ID STATUS [ENCRYPT] [TAR_FILE]: a complete set with every component (TAR_FILE replaces Gitea's data tar).

@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# Summary: PostgreSQL for the components that dump and restore a database: the preflight check,
+#          the maintenance-database SQL of a restore, pg_restore, and the exit status a failure deserves.
+# Usage: source lib/common.sh first. Connections come from libpq's PG* variables (the password from
+#        PGPASSWORD, never an argument).
+
+# major_of VERSION: the major version number in a PostgreSQL version string (15.4 → 15, 9.6.1 → 9).
+major_of() {
+  [[ "$1" =~ ([0-9]+)(\.[0-9]+)? ]] && printf '%s' "${BASH_REMATCH[1]}"
+}
+
+# pg_target: "host:port/db" for plans and errors.
+pg_target() {
+  printf '%s:%s/%s' "${PGHOST:-localhost}" "${PGPORT:-5432}" "${PGDATABASE:-$KDL_DEFAULT_PGDATABASE}"
+}
+
+# pg_failure_status PSQL_STATUS ERRFILE: the exit status a failed psql deserves, from statuses, not
+# messages: a connection that failed (2) while the server answers pg_isready was refused (77), else
+# the server is unavailable (69); a failed statement (3, under ON_ERROR_STOP with VERBOSITY verbose)
+# is 77 for SQLSTATE class 42501 (insufficient privilege) or 28 (authorization), else 1.
+pg_failure_status() {
+  local status=$1 errfile=$2
+  case "$status" in
+    2)
+      if PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-$KDL_DEFAULT_PGCONNECT_TIMEOUT} pg_isready -q >/dev/null 2>&1; then echo "$EX_NOPERM"; else echo "$EX_UNAVAILABLE"; fi
+      ;;
+    3) if grep -qE '^(psql:[^ ]* )?(ERROR|FATAL): +(42501|28[0-9A-Z]{3}):' "$errfile"; then echo "$EX_NOPERM"; else echo "$EX_FAILURE"; fi ;;
+    *) echo "$EX_FAILURE" ;;
+  esac
+}
+
+# pg_check KEY: psql, pg_dump and pg_restore present, the server answers, pg_dump's major ≥ the
+# server's. Records the outcome as check KEY; the server's version in $WORK/checks/KEY.server_version_num.
+pg_check() {
+  local key=$1 status=0 server_num server_major dump_version dump_major
+  check_require "$key" pg_dump pg_restore psql pg_isready || return 1
+  kdl_run_job psql -X -A -t -q -c 'SHOW server_version_num' >"$WORK/checks/$key.out" 2>"$WORK/checks/$key.err.log" || status=$?
+  if ((status != 0)); then
+    check_fail "$key" "$(pg_failure_status "$status" "$WORK/checks/$key.err.log")" \
+      "PostgreSQL $(pg_target) unreachable: $(kdl_tail_text "$WORK/checks/$key.err.log" 1)"
+    return 1
+  fi
+  server_num=$(tr -dc '0-9' <"$WORK/checks/$key.out")
+  server_major=$((${server_num:-0} / 10000))
+  dump_version=$(pg_dump --version 2>/dev/null | head -n1)
+  dump_major=$(major_of "${dump_version#*) }")
+  printf '%s\n' "$server_num" >"$WORK/checks/$key.server_version_num"
+  if ((${dump_major:-0} < server_major)); then
+    check_fail "$key" "$EX_UNAVAILABLE" "pg_dump $dump_major is older than the PostgreSQL $server_major server: install a client of major $server_major or newer"
+    return 1
+  fi
+  check_ok "$key" server_major="$server_major" pg_dump_major="$dump_major"
+}
+
+# produce_pg_dump COMPRESS: PGDATABASE in pg_dump's custom format (password from PGPASSWORD),
+# compressed by pg_dump as COMPRESS says.
+produce_pg_dump() {
+  pg_dump --format=custom --no-password --compress="$1"
+}
+
+# pg_admin_sql: runs SQL from stdin on the maintenance database (variables: -v db=NAME); dies 69/77
+# on connection errors, 77 on a refused privilege.
+pg_admin_sql() {
+  local status=0 out
+  out=$(PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-$KDL_DEFAULT_PGCONNECT_TIMEOUT} psql -X -q -t -A -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
+    -v db="${PGDATABASE:-$KDL_DEFAULT_PGDATABASE}" -d postgres 2>"$WORK/psql.err") || status=$?
+  if ((status != 0)); then
+    status=$(pg_failure_status "$status" "$WORK/psql.err")
+    # The message without verbose mode's SQLSTATE and LOCATION lines.
+    sed -E 's/(ERROR|FATAL): +[0-9A-Z]{5}: /\1: /' "$WORK/psql.err" | grep -v '^LOCATION:' >"$WORK/psql.err.msg" || true
+    mv -f "$WORK/psql.err.msg" "$WORK/psql.err"
+    case "$status" in
+      "$EX_NOPERM") die "$EX_NOPERM" "PostgreSQL at $(pg_target) refused us: $(tool_error_line "$WORK/psql.err")" ;;
+      "$EX_UNAVAILABLE") die "$EX_UNAVAILABLE" "PostgreSQL at $(pg_target) unreachable: $(tool_error_line "$WORK/psql.err")" ;;
+      *) die "$EX_FAILURE" "PostgreSQL at $(pg_target): $(tool_error_line "$WORK/psql.err")" ;;
+    esac
+  fi
+  printf '%s\n' "$out"
+}
+
+# pg_restore_into: stdin (a pg_dump -Fc stream) restored into PGDATABASE in one transaction.
+pg_restore_into() {
+  pg_restore --clean --if-exists --no-owner --exit-on-error --single-transaction --dbname="${PGDATABASE:-$KDL_DEFAULT_PGDATABASE}" >&2
+}
