@@ -39,16 +39,22 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
 
+        // The "kdl-seqwrite" SQLite VFS behind mlflow-scan's fast snapshot copies (C, tested on its own).
+        .target(name: "CSeqWriteVFS", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // KDLBackupVersion, generated from backup/VERSION at build time.
+        .plugin(name: "GenerateVersion", capability: .buildTool(), path: "Sources/GenerateVersion"),
+
         .target(
             name: "BackupKit",
             dependencies: [
                 "CCurl", "CJQ", "CCrypto", "CZlib", argumentParser,
-            ]),
+            ],
+            plugins: ["GenerateVersion"]),
         .target(name: "S3", dependencies: ["BackupKit", argumentParser]),
         .target(
             name: "KubeExport",
             dependencies: ["BackupKit", argumentParser, .product(name: "Yams", package: "Yams")]),
-        .target(name: "MLflowScan", dependencies: ["BackupKit", "CSQLite", argumentParser]),
+        .target(name: "MLflowScan", dependencies: ["BackupKit", "CSQLite", "CSeqWriteVFS", argumentParser]),
         .target(name: "Notify", dependencies: ["BackupKit", argumentParser]),
 
         .executableTarget(name: "s3-put", dependencies: ["S3"]),
@@ -65,6 +71,7 @@ let package = Package(
         .testTarget(name: "MLflowScanTests", dependencies: ["MLflowScan"]),
         .testTarget(name: "NotifyTests", dependencies: ["Notify"]),
         .testTarget(name: "HelperCLITests", dependencies: ["BackupKit"]),
+        .testTarget(name: "SeqWriteVFSTests", dependencies: ["CSeqWriteVFS", "CSQLite"]),
     ],
     swiftLanguageModes: [.v6]
 )

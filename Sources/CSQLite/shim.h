@@ -1,7 +1,6 @@
 #ifndef KDL_CSQLITE_SHIM_H
 #define KDL_CSQLITE_SHIM_H
 #include <sqlite3.h>
-#include "seqwrite_vfs.h"
 
 /* SQLITE_TRANSIENT is a cast macro Swift cannot import. */
 static inline sqlite3_destructor_type csqlite_transient(void) { return SQLITE_TRANSIENT; }

@@ -1,4 +1,5 @@
 import CSQLite
+import CSeqWriteVFS
 
 // The only file that imports CSQLite: a small connection type over libsqlite3 with the calls the scan needs
 // (read-only URI open, queries returning text, the online backup API).
@@ -48,7 +49,7 @@ final class SQLiteConnection {
     }
 
     /// Opens (creating) a snapshot's private destination for the online backup API: through the "kdl-seqwrite"
-    /// VFS (Sources/CSQLite/seqwrite_vfs.h), which turns the backup's page-sized writes into 124 KiB ones, with no
+    /// VFS (Sources/CSeqWriteVFS/seqwrite_vfs.c), which turns the backup's page-sized writes into 124 KiB ones, with no
     /// journal, no fsync and an exclusive lock (that VFS has no shared memory; SQLite keeps a WAL index, needed
     /// for a moment when a copy of a WAL store is switched to rollback mode, in heap memory instead).
     static func openSnapshotDestination(_ path: RawPath) throws(SQLiteFailure) -> SQLiteConnection {

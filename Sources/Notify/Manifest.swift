@@ -97,7 +97,7 @@ public struct Manifest: Decodable, Sendable, Equatable {
 
     private static func date(_ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> Date? {
         guard let text = try c.decodeIfPresent(String.self, forKey: key) else { return nil }
-        guard let date = Timestamp.parse(text) else {
+        guard let date = UTCTime.parseISO8601(text) else {
             throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "not an ISO 8601 time: \(text)")
         }
         return date
@@ -169,23 +169,5 @@ public enum RunStatus: String, Decodable, Sendable, CaseIterable {
         case .partial: return "0.5"
         case .failure: return "0"
         }
-    }
-}
-
-/// ISO 8601 times as the manifest writes them (`2025-01-01T02:00:00Z`, fractional seconds allowed).
-enum Timestamp {
-    static func parse(_ text: String) -> Date? {
-        let plain = ISO8601DateFormatter()
-        plain.formatOptions = [.withInternetDateTime]
-        if let date = plain.date(from: text) { return date }
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return fractional.date(from: text)
-    }
-
-    static func format(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
     }
 }

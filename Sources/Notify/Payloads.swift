@@ -115,8 +115,8 @@ public enum Payloads {
             "status": .optional(n.status?.rawValue),
             "backupId": .string(n.id),
             "summary": .string(n.headline),
-            "startedAt": .optional(m?.startedAt.map(Timestamp.format)),
-            "finishedAt": .optional(m?.finishedAt.map(Timestamp.format)),
+            "startedAt": .optional(m?.startedAt.map(UTCTime.iso8601)),
+            "finishedAt": .optional(m?.finishedAt.map(UTCTime.iso8601)),
             "durationSeconds": .optional(m?.durationSeconds.map(Human.rounded)),
             "totalBytes": .optional(m?.totalBytes),
             "encrypted": m.map { .bool($0.encryption != nil) } ?? .null,
@@ -225,8 +225,8 @@ public enum Payloads {
         switch n.event {
         case .start, .finish:
             if let m = n.manifest {
-                if let started = m.startedAt { row("Started", Timestamp.format(started)) }
-                if let finished = m.finishedAt { row("Finished", Timestamp.format(finished)) }
+                if let started = m.startedAt { row("Started", UTCTime.iso8601(started)) }
+                if let finished = m.finishedAt { row("Finished", UTCTime.iso8601(finished)) }
                 row("Duration", Human.duration(m.durationSeconds))
                 row("Total size", "\(Human.size(m.totalBytes)) (\(m.totalBytes) bytes)")
                 row("Encrypted", m.encryption == nil ? "no" : "yes (age, \(m.encryption?.recipients.count ?? 0) recipient(s))")
@@ -257,16 +257,12 @@ public enum Payloads {
 
     /// An RFC 5322 message: plain text, UTF-8, CRLF line ends.
     public static func email(_ n: RunReport, from: String, to: [String]) -> Data {
-        let date = DateFormatter()
-        date.locale = Locale(identifier: "en_US_POSIX")
-        date.timeZone = TimeZone(identifier: "UTC")
-        date.dateFormat = "EEE, dd MMM yyyy HH:mm:ss '+0000'"
         let stamp = Int64(n.time.timeIntervalSince1970)
         let headers = [
             "From: \(from)",
             "To: \(to.joined(separator: ", "))",
             "Subject: \(encodedHeader(emailSubject(n)))",
-            "Date: \(date.string(from: n.time))",
+            "Date: \(UTCTime.rfc5322(n.time))",
             "Message-ID: <kdl-backup.\(safeToken(n.id)).\(n.event.rawValue).\(stamp)@kdl-backup.invalid>",
             "MIME-Version: 1.0",
             "Content-Type: text/plain; charset=utf-8",

@@ -59,7 +59,7 @@ public enum Retention {
                 continue
             }
             let id = String(rest[..<slash])
-            guard let date = CompactTimestamp.parse(id) else {
+            guard let date = UTCTime.parseCompact(id) else {
                 ignored.append(object.key)
                 continue
             }

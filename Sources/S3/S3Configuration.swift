@@ -203,7 +203,7 @@ public final class CredentialProvider: @unchecked Sendable {
         let sessionToken = XMLText.first("SessionToken", in: body)
         log.addSecret(secret)
         log.addSecret(sessionToken)
-        let expiration = XMLText.first("Expiration", in: body).flatMap(CompactTimestamp.parseISO8601)
+        let expiration = XMLText.first("Expiration", in: body).flatMap(UTCTime.parseISO8601)
         return AWSCredentials(accessKeyID: keyID, secretAccessKey: secret, sessionToken: sessionToken, expiration: expiration)
     }
 }

@@ -54,7 +54,7 @@ public struct S3PruneCommand: ParsableCommand {
         guard Self.parseDuration(incompleteGrace) != nil else {
             throw ValidationError("--incomplete-grace is not a duration (e.g. 48h): \(incompleteGrace)")
         }
-        if let now, CompactTimestamp.parse(now) == nil { throw ValidationError("--now must look like 20240501T020000Z") }
+        if let now, UTCTime.parseCompact(now) == nil { throw ValidationError("--now must look like 20240501T020000Z") }
     }
 
     public func run() throws {
@@ -69,7 +69,7 @@ public struct S3PruneCommand: ParsableCommand {
             let pruner = Pruner(
                 client: client,
                 rules: RetentionRules(keepLast: keepLast, keepDays: keepDays, incompleteGrace: Self.parseDuration(incompleteGrace) ?? 0))
-            let instant = now.flatMap(CompactTimestamp.parse) ?? Date()
+            let instant = now.flatMap(UTCTime.parseCompact) ?? Date()
             let decisions = try pruner.prune(bucket: location.bucket, prefix: trimmed + "/", now: instant, dryRun: dryRun)
             for decision in decisions { try JSONOutput.printLine(decision) }
         }

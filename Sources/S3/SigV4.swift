@@ -68,7 +68,7 @@ public struct SigV4Signer: Sendable {
 
     /// `20130524T000000Z`
     public static func amzDate(_ date: Date) -> String {
-        CompactTimestamp.format(date)
+        UTCTime.compact(date)
     }
 
     /// Header names lower-cased, values trimmed with inner runs of spaces collapsed, sorted by name;

@@ -48,6 +48,13 @@ import Testing
         #expect(UTCTime.iso8601(date) == "2024-01-02T03:04:05Z")
         #expect(UTCTime.compact(date) == "20240102T030405Z")
         #expect(UTCTime.iso8601(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00Z")
+        #expect(UTCTime.rfc5322(date) == "Tue, 02 Jan 2024 03:04:05 +0000")
+        let whole = Date(timeIntervalSince1970: 1_704_164_645)
+        #expect(UTCTime.parseISO8601("2024-01-02T03:04:05Z") == whole)
+        #expect(UTCTime.parseISO8601("2024-01-02T03:04:05.25Z") == whole.addingTimeInterval(0.25))
+        for bad in ["2024-01-02T03:04:05", "2024-01-02 03:04:05Z", "2024-01-02T03:04:05.Z", "2024-02-30T03:04:05Z", "2024-01-02T03:04:05+01:00"] {
+            #expect(UTCTime.parseISO8601(bad) == nil, "\(bad)")
+        }
     }
 
     @Test func levelsBelowTheMinimumAreDropped() throws {

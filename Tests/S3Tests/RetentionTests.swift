@@ -5,7 +5,7 @@ import Testing
 @testable import S3
 
 @Suite struct RetentionTests {
-    static let now = CompactTimestamp.parse("20250110T020000Z")!
+    static let now = UTCTime.parseCompact("20250110T020000Z")!
 
     static func objects(_ sets: [(String, Bool)], prefix: String = "kdl-backup/") -> [S3Object] {
         sets.flatMap { id, complete in
@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func manifestsAreDeletedFirstInBatchesOfAThousand() {
-        let many = (0..<700).map { (CompactTimestamp.format(Self.now.addingTimeInterval(Double(-86_400 * ($0 + 1)))), true) }
+        let many = (0..<700).map { (UTCTime.compact(Self.now.addingTimeInterval(Double(-86_400 * ($0 + 1)))), true) }
         let grouped = Retention.group(Self.objects(many), prefix: "kdl-backup/")
         let decisions = Retention.plan(grouped.sets, rules: RetentionRules(keepLast: 1, keepDays: 0), now: Self.now)
         let batches = Retention.deletionBatches(grouped.sets, decisions: decisions)

@@ -8,7 +8,7 @@ import Testing
 /// "Authenticating Requests: Using the Authorization Header" (sig-v4-header-based-auth). Public facts, kept here.
 @Suite struct SigV4TestSuiteVectors {
     static let credentials = AWSCredentials(accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-    static let date = CompactTimestamp.parse("20150830T123600Z")!
+    static let date = UTCTime.parseCompact("20150830T123600Z")!
     static let signer = SigV4Signer(region: "us-east-1", service: "service")
 
     struct Vector: Sendable, CustomTestStringConvertible {
@@ -102,7 +102,7 @@ import Testing
 
 @Suite struct S3DocumentationExamples {
     static let credentials = AWSCredentials(accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
-    static let date = CompactTimestamp.parse("20130524T000000Z")!
+    static let date = UTCTime.parseCompact("20130524T000000Z")!
     static let signer = SigV4Signer(region: "us-east-1")
     static let host = HTTPHeader("Host", "examplebucket.s3.amazonaws.com")
 
@@ -185,13 +185,13 @@ import Testing
     }
 
     @Test func compactTimestampsRoundTripAndRejectNonsense() {
-        let date = CompactTimestamp.parse("20240229T235959Z")
+        let date = UTCTime.parseCompact("20240229T235959Z")
         #expect(date != nil)
-        #expect(date.map(CompactTimestamp.format) == "20240229T235959Z")
+        #expect(date.map(UTCTime.compact) == "20240229T235959Z")
         for bad in ["20230229T000000Z", "20240101T240000Z", "2024010T1000000Z", "20240101 000000Z", "", "latest", "20240101T000000"] {
-            #expect(CompactTimestamp.parse(bad) == nil, "\(bad)")
+            #expect(UTCTime.parseCompact(bad) == nil, "\(bad)")
         }
-        #expect(CompactTimestamp.parseISO8601("2024-05-01T12:30:00.000Z") == CompactTimestamp.parse("20240501T123000Z"))
+        #expect(UTCTime.parseISO8601("2024-05-01T12:30:00.000Z") == UTCTime.parseCompact("20240501T123000Z"))
     }
 
     @Test func md5OfRFC1321Vectors() {

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import boto3
+import manifest_schema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -210,6 +211,7 @@ def clone_set(s3, bucket, src_prefix, set_id, dst_prefix, new_id=None, edit=None
     manifest["id"] = new_id
     if edit:
         edit(manifest)
+    manifest_schema.check(manifest)
     s3.put_object(Bucket=bucket, Key=f"{dst_prefix}/{new_id}/manifest.json", Body=json.dumps(manifest).encode())
     return new_id
 
@@ -271,8 +273,8 @@ class FullBackup:
         self.k8s = k8s_export(self.env, self.tmp / "source-k8s")
         listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/")
         [self.set_id] = {o["Key"].split("/")[1] for o in listing["Contents"] if o["Key"].endswith("/manifest.json")}
-        self.manifest = json.loads(self.s3.get_object(
-            Bucket=self.bucket, Key=f"{self.prefix}/{self.set_id}/manifest.json")["Body"].read())
+        self.manifest = manifest_schema.check(json.loads(self.s3.get_object(
+            Bucket=self.bucket, Key=f"{self.prefix}/{self.set_id}/manifest.json")["Body"].read()))
         assert self.manifest["status"] == "success" and self.manifest["encryption"]["recipients"] == [self.recipient]
         return self
 

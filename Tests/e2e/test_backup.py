@@ -30,6 +30,7 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parents[2]
 BACKUP_SH = ROOT / "backup" / "backup.sh"
 sys.path.insert(0, str(ROOT / "Tests" / "fixtures"))
+import manifest_schema  # noqa: E402
 from capture_server import CaptureServer  # noqa: E402
 
 ALL = ["gitea", "mongodb", "mlflow", "kubernetes"]
@@ -96,7 +97,7 @@ class Run:
         return self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}")["Body"].read()
 
     def manifest(self, set_id: str) -> dict:
-        return json.loads(self.get(f"{set_id}/manifest.json"))
+        return manifest_schema.check(json.loads(self.get(f"{set_id}/manifest.json")))
 
 
 @pytest.fixture

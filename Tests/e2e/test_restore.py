@@ -11,6 +11,7 @@ import shlex
 import uuid
 from datetime import datetime, timezone
 
+import manifest_schema
 import pytest
 from restore_support import job_env, psql, run_restore, s3_client, sh, table_fingerprint, tree_digest
 
@@ -46,22 +47,22 @@ class World:
         """Per-table row count and md5 of the ordered rows, for every user table."""
         return table_fingerprint(self.env, db)
 
-    def put(self, key, producer, encrypt_to=None):
+    def put(self, key, producer, encrypt_to=None, fmt=None):
         """producer | [age -r] | s3-put - ; returns the manifest object entry."""
         stored = key + (".age" if encrypt_to else "")
         age = f"| age -r {encrypt_to} " if encrypt_to else ""
         out = self.sh(f"{producer} {age}| s3-put - s3://{self.bucket}/{self.prefix}/{self.set_id}/{stored}").stdout
         put = json.loads(out.strip().splitlines()[-1])
-        return {"key": stored, "bytes": put["size"], "sha256": put["sha256"], "format": "x",
+        return {"key": stored, "bytes": put["size"], "sha256": put["sha256"], "format": fmt,
                 "encrypted": bool(encrypt_to), "verified": True}
 
     def make_set(self, set_id, source_db, data_dir, status="success", encrypt_to=None, tar_source=None):
         self.set_id = set_id
         objects = [
-            self.put("gitea/postgres.dump", f"PGDATABASE={shlex.quote(source_db)} pg_dump -Fc", encrypt_to),
+            self.put("gitea/postgres.dump", f"PGDATABASE={shlex.quote(source_db)} pg_dump -Fc", encrypt_to, "pg_dump-custom"),
             self.put("gitea/data.tar.zst", tar_source or
                      f"tar -C {shlex.quote(str(data_dir))} --exclude=./gitea/indexers --exclude=./ssh -cf - . | zstd -q -c",
-                     encrypt_to),
+                     encrypt_to, "tar+zstd"),
         ]
         started = datetime.strptime(set_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         manifest = {
@@ -71,7 +72,7 @@ class World:
                             "objects": objects, "details": {}}],
         }
         self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{set_id}/manifest.json",
-                           Body=json.dumps(manifest).encode())
+                           Body=json.dumps(manifest_schema.check(manifest)).encode())
         return manifest
 
 

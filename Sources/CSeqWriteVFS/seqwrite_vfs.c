@@ -1,5 +1,3 @@
-#ifndef KDL_CSQLITE_SEQWRITE_VFS_H
-#define KDL_CSQLITE_SEQWRITE_VFS_H
 /* "kdl-seqwrite": a VFS over the default one for a private file that SQLite's online backup API fills.
    The backup writes its destination one page (4 KiB) per write(2); this VFS gathers consecutive writes to the
    main database file into writes of up to 124 KiB (31 pages of 4 KiB: the unix VFS writes at most 128 KiB - 1
@@ -7,11 +5,12 @@
    before anything that reads or sizes the file, syncs, truncates or closes it. Journals and WAL files pass
    through untouched. Its files have no shared-memory methods (iVersion 1): a connection that uses it must set
    locking_mode=EXCLUSIVE before it could need a WAL index (SQLite then keeps that index in heap memory). */
+#include "seqwrite_vfs.h"
+
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CSQLITE_SEQWRITE_VFS "kdl-seqwrite"
 #define CSQLITE_SEQWRITE_BUFFER 126976
 
 typedef struct csqlite_seq_file {
@@ -113,7 +112,7 @@ static const sqlite3_io_methods csqlite_seq_io_methods = {
     1, csqlite_seq_close, csqlite_seq_read, csqlite_seq_write, csqlite_seq_truncate, csqlite_seq_sync,
     csqlite_seq_file_size, csqlite_seq_lock, csqlite_seq_unlock, csqlite_seq_check_reserved,
     csqlite_seq_file_control, csqlite_seq_sector_size, csqlite_seq_device_characteristics,
-    NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, NULL, NULL, /* no shared memory, no memory map */
 };
 
 #define CSQLITE_SEQ_ROOT(vfs) ((sqlite3_vfs *)(vfs)->pAppData)
@@ -175,7 +174,7 @@ static int csqlite_seq_last_error(sqlite3_vfs *vfs, int size, char *out) {
 }
 
 /* Registers "kdl-seqwrite" (not as the default) once per process; call it from one place that runs once. */
-static inline int csqlite_register_seqwrite_vfs(void) {
+int csqlite_register_seqwrite_vfs(void) {
     static sqlite3_vfs vfs;
     if (sqlite3_vfs_find(CSQLITE_SEQWRITE_VFS) != NULL) return SQLITE_OK;
     sqlite3_vfs *root = sqlite3_vfs_find(NULL);
@@ -203,11 +202,10 @@ static inline int csqlite_register_seqwrite_vfs(void) {
 
 /* The main database file of a connection and one read of it through its VFS (the connection's own file
    handle, so no second descriptor can drop the POSIX locks SQLite holds on it). */
-static inline int csqlite_read_main_file(sqlite3 *db, void *out, int amount, sqlite3_int64 offset) {
+int csqlite_read_main_file(sqlite3 *db, void *out, int amount, long long offset) {
     sqlite3_file *file = NULL;
     int rc = sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &file);
     if (rc != SQLITE_OK) return rc;
     if (file == NULL || file->pMethods == NULL) return SQLITE_MISUSE;
     return file->pMethods->xRead(file, out, amount, offset);
 }
-#endif
