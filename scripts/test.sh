@@ -2,7 +2,7 @@
 # Summary: set up, build and run every test suite; non-zero on any failure.
 # Usage: scripts/test.sh [--reliability] [--skip-setup] [SUITE...]
 #
-# Suites, in order: shellcheck swift cli bats pytest image-smoke
+# Suites, in order: shellcheck bats-lint swift bats pytest image-smoke
 # (default: all; --reliability adds the reliability suite, Tests/reliability).
 # One local stack (scripts/stack/up.sh) is started for bats and pytest and stopped at the end.
 set -Eeuo pipefail
@@ -12,7 +12,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export PATH="/opt/swift/usr/bin:$ROOT/.venv/bin:$PATH"
 
-ALL_SUITES=(shellcheck swift bats pytest image-smoke)
+ALL_SUITES=(shellcheck bats-lint swift bats pytest image-smoke)
 RELIABILITY=false
 SKIP_SETUP=false
 SUITES=()
@@ -86,6 +86,28 @@ suite_shellcheck() {
     [[ -f "$f" ]] && head -n1 "$f" | grep -qE '^#!.*\b(ba)?sh\b' && echo "$f"
   done | sort -u)
   shellcheck -x "${files[@]}"
+}
+
+# suite_bats_lint: a negated command (`! cmd`) asserts nothing in bats unless it is the last command of
+# its test or function (errexit ignores it); every such line elsewhere is reported. Use `run !`, `refute`
+# or an explicit `[[ ]]` instead.
+suite_bats_lint() {
+  local files=()
+  mapfile -t files < <(git ls-files -co --exclude-standard -- 'Tests/*.bats' 'Tests/*.bash' | sort -u)
+  ((${#files[@]})) || { echo "no bats files" >&2; return 1; }
+  bats_lint "${files[@]}"
+}
+
+# bats_lint FILE...: the check of suite_bats_lint.
+bats_lint() {
+  awk '
+    function report() { if (pending != "") { print pending ": a negated command that asserts nothing (use run ! or refute)"; bad++ } pending = "" }
+    FNR == 1 { report() }
+    /^[[:space:]]*(#.*)?$/ { next }
+    /^}[[:space:]]*$/ { pending = ""; next }
+    { report() }
+    /^[[:space:]]*![[:space:]]/ { pending = FILENAME ":" FNR }
+    END { report(); if (bad) exit 1; print "bats-lint: no ignored negation in " ARGC - 1 " files" }' "$@"
 }
 
 suite_swift() {

@@ -35,8 +35,7 @@ mlflow_stores() {
   jq -r '.stores[]
     | (.path // "") as $path | ($path | sub("/[^/]*$"; "")) as $dir
     | [(.project // ""), $path, (.status // ""), (.error // "no detail"),
-       ([(.artifacts // [])[] | .path | select(. != null)
-         | sub("^" + ($dir | gsub("[.^$*+?()\\[\\]{}|\\\\]"; "\\\\\(.)")) + "/"; "")] | join(",")),
+       ([(.artifacts // [])[] | .name] | join(",")),
        ({project, folder: ($dir | sub("^.*/"; "")), path, dbBytes, journalMode, experiments, runs, artifacts,
          status, error} | tojson)] | map(tostring) | join("\u001f")' "$1"
 }
