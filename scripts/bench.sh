@@ -11,8 +11,7 @@ export PATH="/opt/swift/usr/bin:$ROOT/.venv/bin:$PATH"
 
 main() {
   scripts/setup.sh
-  swift build -c release --static-swift-stdlib >/dev/null
-  KDL_BIN_DIR="$(swift build -c release --static-swift-stdlib --show-bin-path)"
+  KDL_BIN_DIR=$(scripts/build.sh --quiet)
   export KDL_BIN_DIR
   local names=("$@") name
   if ((${#names[@]} == 0)); then

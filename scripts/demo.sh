@@ -41,9 +41,8 @@ cleanup() {
 
 # build: the release helpers, as the image ships them.
 build() {
-  say "build the helpers (swift build -c release --static-swift-stdlib)"
-  (cd "$ROOT" && swift build -c release --static-swift-stdlib 2>&1 | grep -E 'error:|Build complete' | tail -n 3)
-  BIN_DIR=$(cd "$ROOT" && swift build -c release --static-swift-stdlib --show-bin-path)
+  say "build the helpers (scripts/build.sh: release, static Swift runtime, Package.resolved's versions)"
+  BIN_DIR=$("$ROOT/scripts/build.sh")
 }
 
 start_stack() {

@@ -119,8 +119,7 @@ base_rootfs() {
 # helpers_dir: the release helpers (KDL_BIN_DIR or a release build).
 helpers_dir() {
   if [[ -n "${KDL_BIN_DIR:-}" ]]; then printf '%s\n' "$KDL_BIN_DIR"; return 0; fi
-  (cd "$ROOT" && PATH="/opt/swift/usr/bin:$PATH" swift build -c release --static-swift-stdlib >/dev/null &&
-    PATH="/opt/swift/usr/bin:$PATH" swift build -c release --static-swift-stdlib --show-bin-path)
+  "$ROOT/scripts/build.sh" --quiet
 }
 
 # install_image_files BIN_DIR: what the Dockerfile copies: helpers (stripped) into

@@ -42,15 +42,11 @@ wants() {
   return 1
 }
 
-# build: release helpers with a static Swift runtime (what the image ships), used by every suite after swift.
+# build: the release helpers as the image ships them (scripts/build.sh), used by every suite after swift.
 build() {
-  say "build: swift build -c release --static-swift-stdlib"
-  swift build -c release --static-swift-stdlib 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-  swift build -c release --static-swift-stdlib >/dev/null 2>&1
-  KDL_BIN_DIR="$(swift build -c release --static-swift-stdlib --show-bin-path)"
+  say "build: scripts/build.sh (swift build -c release --static-swift-stdlib --force-resolved-versions)"
+  KDL_BIN_DIR=$(scripts/build.sh)
   export KDL_BIN_DIR
-  # Some tests run the helpers as nobody; a build made under umask 077 would refuse them.
-  chmod a+rX "$KDL_BIN_DIR" "$KDL_BIN_DIR"/*
 }
 
 stack_up() {
@@ -111,8 +107,8 @@ bats_lint() {
 }
 
 suite_swift() {
-  swift build --build-tests 2>&1 | grep -E 'warning:|error:' | grep -v '^warning: .*Source files for target' || true
-  swift test
+  swift build --build-tests --force-resolved-versions 2>&1 | grep -E 'warning:|error:' | grep -v '^warning: .*Source files for target' || true
+  swift test --force-resolved-versions
 }
 
 suite_bats() {

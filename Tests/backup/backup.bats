@@ -8,6 +8,10 @@ setup() {
   _backup_setup
 }
 
+teardown() {
+  _backup_teardown
+}
+
 # in_script CODE: runs CODE in a bash that sourced backup.sh (main is not run).
 in_script() {
   bash -c "source '$BACKUP_SH'; set +e; $1"

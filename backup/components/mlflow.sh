@@ -243,7 +243,7 @@ write_sqlite_into() {
   tmp=$(mktemp "$folder/.mlflow.db.restore.XXXXXX")
   cat >"$tmp"
   result=$(sqlite3 -readonly "$tmp" 'PRAGMA integrity_check;' 2>&1 | head -n 3) || true
-  [[ "$result" == ok ]] || { rm -f "$tmp"; printf 'integrity_check: %s\n' "$result" >&2; return 74; }
+  [[ "$result" == ok ]] || { rm -f "$tmp"; printf 'integrity_check: %s\n' "$result" >&2; return "$EX_IOERR"; }
   chmod 0644 "$tmp"
   chown --reference="$folder" "$tmp" 2>/dev/null || true
   rm -f "$folder/mlflow.db-wal" "$folder/mlflow.db-shm"

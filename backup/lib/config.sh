@@ -38,22 +38,22 @@ kdl_load_s3_config() {
   KDL_BUCKET=${KDL_BUCKET%/}
   if [[ -z "$KDL_BUCKET" ]]; then
     KDL_CONFIG_ERROR="BACKUP_S3_BUCKET (or BUCKET_NAME) is required"
-    return 64
+    return "$EX_USAGE"
   fi
   if [[ ! "$KDL_BUCKET" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]]; then
     KDL_CONFIG_ERROR="BACKUP_S3_BUCKET '$KDL_BUCKET' is not a valid bucket name"
-    return 64
+    return "$EX_USAGE"
   fi
   KDL_PREFIX=${BACKUP_S3_PREFIX-$KDL_DEFAULT_PREFIX}
   while [[ "$KDL_PREFIX" == /* ]]; do KDL_PREFIX=${KDL_PREFIX#/}; done
   while [[ "$KDL_PREFIX" == */ ]]; do KDL_PREFIX=${KDL_PREFIX%/}; done
   if [[ -z "$KDL_PREFIX" ]]; then
     KDL_CONFIG_ERROR="BACKUP_S3_PREFIX must not be empty (retention refuses to work on a whole bucket)"
-    return 64
+    return "$EX_USAGE"
   fi
   if [[ "$KDL_PREFIX" =~ (^|/)\.\.?(/|$) || "$KDL_PREFIX" =~ [[:cntrl:]] ]]; then
     KDL_CONFIG_ERROR="BACKUP_S3_PREFIX '$KDL_PREFIX' must not contain '.' or '..' segments or control characters"
-    return 64
+    return "$EX_USAGE"
   fi
   return 0
 }
@@ -73,11 +73,11 @@ kdl_load_recipients() {
     [[ -n "$recipient" ]] || continue
     if [[ ! "$recipient" =~ ^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$ ]]; then
       KDL_CONFIG_ERROR="BACKUP_AGE_RECIPIENTS: '${recipient:0:12}...' is not an age public key (age1...); never put an identity (AGE-SECRET-KEY-...) here"
-      return 64
+      return "$EX_USAGE"
     fi
     if command -v age >/dev/null 2>&1 && ! age -e -r "$recipient" </dev/null >/dev/null 2>&1; then
       KDL_CONFIG_ERROR="BACKUP_AGE_RECIPIENTS: age refuses recipient '${recipient:0:12}...'"
-      return 64
+      return "$EX_USAGE"
     fi
     KDL_RECIPIENTS+=("$recipient")
   done < <(kdl_words "${BACKUP_AGE_RECIPIENTS:-}")

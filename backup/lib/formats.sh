@@ -99,7 +99,7 @@ check_tar() {
   ((stages[1] == 0)) || return "${stages[1]}"
   if ((stages[0] != 0)); then
     printf 'not a readable tar stream (tar exit %d)\n' "${stages[0]}" >&2
-    return 74
+    return "$EX_IOERR"
   fi
 }
 
@@ -166,11 +166,11 @@ END {
 # removed at once: SQLite cannot read a stream).
 check_sqlite() {
   local db result
-  db=$(mktemp "${TMPDIR:-/tmp}/kdl-check.XXXXXX") || return 74
+  db=$(mktemp "${TMPDIR:-/tmp}/kdl-check.XXXXXX") || return "$EX_IOERR"
   cat >"$db"
   result=$(sqlite3 -readonly "$db" 'PRAGMA integrity_check;' 2>&1 | head -n 3) || true
   rm -f "$db"
-  [[ "$result" == ok ]] || { printf 'integrity_check: %s\n' "${result//$'\n'/; }" >&2; return 74; }
+  [[ "$result" == ok ]] || { printf 'integrity_check: %s\n' "${result//$'\n'/; }" >&2; return "$EX_IOERR"; }
 }
 
 # check_yaml: multi-document YAML where every document names its apiVersion and kind; counts them.
@@ -192,7 +192,7 @@ check_yaml() {
 check_mongo_archive() {
   if [[ -n "$KDL_MONGO_CONFIG" ]]; then
     local status=0 err
-    err=$(mktemp "${TMPDIR:-/tmp}/kdl-mongorestore.XXXXXX") || return 74
+    err=$(mktemp "${TMPDIR:-/tmp}/kdl-mongorestore.XXXXXX") || return "$EX_IOERR"
     mongorestore --config="$KDL_MONGO_CONFIG" --archive --gzip --dryRun --quiet >/dev/null 2>"$err" || status=$?
     cat >/dev/null
     if ((status != 0)); then
@@ -205,8 +205,8 @@ check_mongo_archive() {
   fi
   local magic
   magic=$(gzip -dc | { head -c 4 | od -An -tx1 | tr -d ' \n'; cat >/dev/null; })
-  ((PIPESTATUS[0] == 0)) || { echo "not a gzip stream" >&2; return 74; }
-  [[ "$magic" == 6de29981 ]] || { echo "not a mongodump archive (magic $magic)" >&2; return 74; }
+  ((PIPESTATUS[0] == 0)) || { echo "not a gzip stream" >&2; return "$EX_IOERR"; }
+  [[ "$magic" == 6de29981 ]] || { echo "not a mongodump archive (magic $magic)" >&2; return "$EX_IOERR"; }
 }
 
 # mongo_error_status ERRFILE: the status a MongoDB tool's failure deserves: 69 unreachable, 77 refused, 74 else.

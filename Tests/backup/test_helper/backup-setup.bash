@@ -64,3 +64,12 @@ set_dir() {
 manifest() {
   printf '%s/manifest.json' "$(set_dir)"
 }
+
+# _backup_teardown: the manifest a test's run wrote, if any, matches backup/manifest.schema.json.
+_backup_teardown() {
+  local m violation
+  m=$(manifest)
+  [[ -f "$m" ]] || return 0
+  violation=$(bash -c "source '$REPO_ROOT/backup/lib/common.sh'; source '$REPO_ROOT/backup/lib/manifest.sh'; manifest_violation '$m'")
+  [[ -z "$violation" ]] || { echo "manifest breaks the schema: $violation" >&2; return 1; }
+}
