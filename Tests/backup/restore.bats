@@ -369,3 +369,101 @@ hostile_tar() {
   echo 'not a tar' >"$T/junk"
   run -74 tar_check_listing <"$T/junk"
 }
+
+# fresh_mlflow_store DB: what a new MLflow server writes at start: the Default experiment (id 0) stamped
+# now, no run (the tables MLflow's activity check reads).
+fresh_mlflow_store() {
+  sqlite3 "$1" "CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name TEXT, lifecycle_stage TEXT,
+      creation_time BIGINT, last_update_time BIGINT);
+    CREATE TABLE runs (run_uuid TEXT, experiment_id INTEGER, start_time BIGINT, end_time BIGINT);
+    CREATE TABLE registered_models (name TEXT, last_updated_time BIGINT);
+    INSERT INTO experiments VALUES (0, 'Default', 'active', $(date +%s)000, $(date +%s)000);"
+}
+
+@test "restore mlflow: a store a fresh MLflow server just created is replaced without --force; a new experiment is activity" {
+  fake_set 20240101T000000Z success
+  local folder="$MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-1234"
+  mkdir -p "$folder"
+  fresh_mlflow_store "$folder/mlflow.db"
+  run -0 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  assert_line "plan: mlflow: project proj1: replace $folder/mlflow.db (and remove its -wal/-shm)"
+  assert_equal "$(sqlite3 "$folder/mlflow.db" .dump)" "$(sqlite3 "$T/src.db" .dump)"
+  rm "$folder/mlflow.db"
+  fresh_mlflow_store "$folder/mlflow.db"
+  sqlite3 "$folder/mlflow.db" "INSERT INTO experiments VALUES (1, 'churn', 'active', $(date +%s)000, $(date +%s)000)"
+  run -64 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  assert_equal "${stderr_lines[-1]}" 'restore.sh: refusing to replace MLflow databases newer than set 20240101T000000Z (proj1); --force replaces them'
+  sqlite3 "$folder/mlflow.db" "DELETE FROM experiments WHERE experiment_id = 1; INSERT INTO registered_models VALUES ('m', $(date +%s)000)"
+  run -64 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+}
+
+@test "restore mlflow: into the empty folder of the project's new claim (a new uid), not a folder no claim mounts" {
+  fake_set 20240101T000000Z success
+  mkdir -p "$MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-9f8e7d6c-new" "$MLFLOW_ROOT/kdl-proj10-mlflow-claim-pvc-aaaa"
+  run -0 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  assert_line "plan: mlflow: project proj1: write $MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-9f8e7d6c-new/mlflow.db"
+  assert_equal "$(sqlite3 "$MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-9f8e7d6c-new/mlflow.db" .dump)" "$(sqlite3 "$T/src.db" .dump)"
+  refute [ -e "$MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-1234" ]
+  refute [ -e "$MLFLOW_ROOT/kdl-proj10-mlflow-claim-pvc-aaaa/mlflow.db" ]
+}
+
+@test "restore mlflow: a created folder is MLflow's (MLFLOW_RESTORE_OWNER, default 1000:1000, mode 755); an existing one keeps its owner" {
+  [[ $EUID == 0 ]] || skip "ownership can only be given as root (the restore pod runs as root)"
+  fake_set 20240101T000000Z success
+  run -0 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  local folder="$MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-1234"
+  assert_equal "$(stat -c '%u:%g %a' "$folder")" "1000:1000 755"
+  assert_equal "$(stat -c '%u:%g %a' "$folder/mlflow.db")" "1000:1000 644"
+  rm -rf "${MLFLOW_ROOT:?}"/*
+  mkdir -m 0750 "$folder" && chown 1234:5678 "$folder"
+  MLFLOW_RESTORE_OWNER=2000:2000 run -0 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  assert_equal "$(stat -c '%u:%g %a' "$folder")" "1234:5678 750"
+  assert_equal "$(stat -c '%u:%g' "$folder/mlflow.db")" "1234:5678"
+  rm -rf "${MLFLOW_ROOT:?}"/*
+  MLFLOW_RESTORE_OWNER=2000:2000 run -0 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  assert_equal "$(stat -c '%u:%g' "$folder")" "2000:2000"
+  MLFLOW_RESTORE_OWNER=mlflow run -64 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  assert_equal "${stderr_lines[-1]}" "restore.sh: MLFLOW_RESTORE_OWNER 'mlflow' must be numeric uid:gid (MLflow's image runs as 1000:1000)"
+}
+
+@test "restore mlflow: a store that looks open (-shm) is warned about before it is replaced" {
+  fake_set 20240101T000000Z success
+  local folder="$MLFLOW_ROOT/kdl-proj1-mlflow-claim-pvc-1234"
+  mkdir -p "$folder"
+  fresh_mlflow_store "$folder/mlflow.db"
+  : >"$folder/mlflow.db-shm"
+  run -0 --separate-stderr "$RESTORE_SH" restore mlflow latest --yes
+  [[ "$stderr" == *"level=warn"*"an MLflow server may still have this store open"* ]]
+}
+
+@test "restore gitea-db --dry-run into a missing database checks CREATEDB as the real run needs it (77)" {
+  fake_set 20240101T000000Z success
+  STUB_PG_CREATEDB=f run -77 --separate-stderr "$RESTORE_SH" restore gitea-db latest --dry-run
+  assert_equal "${stderr_lines[-1]}" "restore.sh: PostgreSQL at localhost:5432/gitea refused us: permission denied to create database (role ${PGUSER:-$(id -un)} has no CREATEDB: create the database first, owned by that role, or grant it CREATEDB)"
+  refute grep -q 'CREATE DATABASE' "$STUB_LOG"
+  STUB_PG_CREATEDB=t run -0 --separate-stderr "$RESTORE_SH" restore gitea-db latest --dry-run
+  assert_line --partial 'plan: gitea-db: create database gitea'
+}
+
+@test "restore all on a set made with BACKUP_COMPONENTS narrowed: skipped components are left out, not failures" {
+  fake_set 20240101T000000Z success
+  set_component_status 20240101T000000Z mongodb skipped
+  local m="$FAKE_S3/kdl-backups/kdl-backup/20240101T000000Z/manifest.json"
+  jq '(.components[] | select(.name == "mongodb") | .objects) = []' "$m" >"$m.tmp" && mv "$m.tmp" "$m"
+  run -0 --separate-stderr "$RESTORE_SH" restore all 20240101T000000Z --dry-run
+  assert_line -n 0 --partial 'steps in order: k8s-secrets gitea-db gitea-data mlflow k8s-resources'
+  [[ "$stderr" == *"skipping step: the set did not back up its component"*"component=mongodb"* ]]
+}
+
+@test "an S3 error names the endpoint it came from (AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL)" {
+  fake_set 20240101T000000Z success
+  export AWS_ENDPOINT_URL=http://general.example:9000 AWS_ENDPOINT_URL_S3=http://s3only.example:9000
+  STUB_S3_GET_EXIT=69 run -69 --separate-stderr "$RESTORE_SH" verify 20240101T000000Z
+  assert_equal "${stderr_lines[-1]}" "restore.sh: download of s3://kdl-backups/kdl-backup/20240101T000000Z/manifest.json at http://s3only.example:9000 failed (s3-get exit 69: s3-get: GetObject: connection refused)"
+  unset AWS_ENDPOINT_URL_S3
+  STUB_S3_GET_EXIT=69 run -69 --separate-stderr "$RESTORE_SH" verify 20240101T000000Z
+  [[ "${stderr_lines[-1]}" == *" at http://general.example:9000 failed "* ]]
+  unset AWS_ENDPOINT_URL
+  AWS_REGION=eu-west-1 STUB_S3_GET_EXIT=69 run -69 --separate-stderr "$RESTORE_SH" verify 20240101T000000Z
+  [[ "${stderr_lines[-1]}" == *" at AWS S3 in eu-west-1 failed "* ]]
+}

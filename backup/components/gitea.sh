@@ -104,7 +104,8 @@ gitea_apply() {
   esac
 }
 
-# gitea_plan_db: what pg_restore will drop and recreate.
+# gitea_plan_db: what pg_restore will drop and recreate; a database to create needs CREATEDB, checked here
+# so that a dry run fails as the real run would (77).
 gitea_plan_db() {
   local exists tables
   exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
@@ -112,6 +113,7 @@ gitea_plan_db() {
     tables=$(psql -X -q -t -A -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema')" </dev/null 2>/dev/null || echo '?')
     echo "plan: gitea-db: database $(pg_target) exists ($tables tables): pg_restore --clean --if-exists --no-owner drops and recreates every object of the dump"
   else
+    pg_require_createdb
     echo "plan: gitea-db: create database $PGDATABASE on ${PGHOST:-localhost}:${PGPORT:-5432}, then pg_restore --no-owner into it"
   fi
 }

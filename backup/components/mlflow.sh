@@ -2,23 +2,30 @@
 # Summary: component mlflow: every project's MLflow store found under MLFLOW_ROOT (a live SQLite
 #          database, often in WAL mode) as a consistent snapshot, and its local artifact folders.
 #
-# Environment: MLFLOW_ROOT (the host path of the projects' claims).
+# Environment: MLFLOW_ROOT (the host path of the projects' claims); restore: MLFLOW_RESTORE_OWNER.
 # Objects:     mlflow/<project>/mlflow.db.zst (sqlite+zstd), mlflow/<project>/artifacts.tar.zst (tar+zstd).
-# Restore:     mlflow (each database into the project's folder on the target, found by mlflow-scan,
-#              else the folder it was backed up from; refuses a target database with activity after
-#              the set without --force).
+# Restore:     mlflow (each database into the project's folder on the target: found by mlflow-scan, else
+#              the empty folder of the project's new claim, else the folder it was backed up from; refuses a
+#              target database with activity after the set without --force; folders it creates belong to
+#              MLFLOW_RESTORE_OWNER).
 # shellcheck disable=SC2034  # globals read by tests and by the other functions of this file
 
 kdl_component mlflow 30
 kdl_restore_step mlflow mlflow 50 '^mlflow/[^/]+/(mlflow\.db|artifacts\.tar)\.zst(\.age)?$'
 
 MLFLOW_DIR=""
+MLFLOW_OWNER=$KDL_DEFAULT_MLFLOW_OWNER
 SNAP_FILE=""
 SNAP_ERROR=""
 
-# mlflow_config SELECTED: MLFLOW_DIR.
+# mlflow_config SELECTED: MLFLOW_DIR; MLFLOW_OWNER (uid:gid of folders a restore creates, 64 when malformed).
 mlflow_config() {
   MLFLOW_DIR=${MLFLOW_ROOT:-$KDL_DEFAULT_MLFLOW_ROOT}
+  MLFLOW_OWNER=${MLFLOW_RESTORE_OWNER:-$KDL_DEFAULT_MLFLOW_OWNER}
+  if [[ ! "$MLFLOW_OWNER" =~ ^[0-9]+:[0-9]+$ ]]; then
+    KDL_CONFIG_ERROR="MLFLOW_RESTORE_OWNER '$MLFLOW_OWNER' must be numeric uid:gid (MLflow's image runs as 1000:1000)"
+    return "$EX_USAGE"
+  fi
 }
 
 # mlflow_preflight: mlflow-scan and sqlite3 are present and the MLflow root can be listed.
@@ -187,11 +194,28 @@ mlflow_scan_target() {
     "$WORK/mlflow-scan.json" >"$WORK/mlflow-target.tsv" || die "$EX_IOERR" "mlflow-scan printed something unexpected"
 }
 
-# mlflow_folder PROJECT: the project's store folder on the target, or MLFLOW_ROOT/<the folder it was backed up from>.
+# mlflow_claim_folder PROJECT: the one folder under MLFLOW_ROOT named for PROJECT's claim
+# (kdl-<project>-mlflow-claim-pvc-<uid>: a new cluster gives the claim a new uid) that has no store yet;
+# empty when there is none or more than one.
+mlflow_claim_folder() {
+  local project=$1 dir found=()
+  for dir in "$MLFLOW_DIR"/kdl-"$project"-mlflow-claim-pvc-*/; do
+    [[ -d "$dir" ]] || continue
+    dir=${dir%/}
+    [[ "${dir##*/}" =~ ^kdl-(.+)-mlflow-claim-pvc-[0-9A-Za-z-]+$ && "${BASH_REMATCH[1]}" == "$project" ]] || continue
+    [[ -e "$dir/mlflow.db" ]] || found+=("$dir")
+  done
+  ((${#found[@]} == 1)) && printf '%s\n' "${found[0]}"
+  return 0
+}
+
+# mlflow_folder PROJECT: the project's store folder on the target (found by mlflow-scan), else its claim's
+# empty folder, else MLFLOW_ROOT/<the folder it was backed up from>.
 mlflow_folder() {
   local project=$1 folder orig
   mlflow_scan_target
   folder=$(awk -F'\t' -v p="$project" '$1 == p { print $2; exit }' "$WORK/mlflow-target.tsv")
+  [[ -n "$folder" ]] || folder=$(mlflow_claim_folder "$project")
   if [[ -z "$folder" ]]; then
     orig=$(jq -r --arg p "$project" '[.components[] | select(.name == "mlflow") | (.details.projects // [])[]
         | select(.project == $p) | .folder // empty][0] // empty' "$MANIFEST")
@@ -201,11 +225,24 @@ mlflow_folder() {
   printf '%s\n' "$folder"
 }
 
-# mlflow_last_activity DB: newest MLflow activity in DB in epoch seconds (runs, experiments), else file mtime.
+# mlflow_last_activity DB: the newest MLflow activity in DB in epoch seconds: runs started or ended,
+# experiments changed, registered models and versions changed. A fresh server's store (MLflow creates the
+# Default experiment, id 0, stamped with its start time) has none: 0. A file without MLflow's tables is
+# judged by its modification time.
 mlflow_last_activity() {
-  local db=$1 ms
-  ms=$(sqlite3 -readonly "$db" 'SELECT max(coalesce(max(r.end_time), 0), coalesce(max(r.start_time), 0),
-         coalesce((SELECT max(last_update_time) FROM experiments), 0)) FROM runs r;' 2>/dev/null) || ms=""
+  local db=$1 tables sql="SELECT max(0" ms=""
+  tables=" $(sqlite3 -readonly "$db" "SELECT name FROM sqlite_master WHERE type = 'table'" 2>/dev/null | tr '\n' ' ') "
+  if [[ "$tables" == *" runs "* && "$tables" == *" experiments "* ]]; then
+    sql+=", coalesce((SELECT max(max(coalesce(start_time, 0), coalesce(end_time, 0))) FROM runs), 0)"
+    sql+=", coalesce((SELECT max(last_update_time) FROM experiments e WHERE NOT (e.experiment_id = 0
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.experiment_id = 0))), 0)"
+    [[ "$tables" == *" registered_models "* ]] && sql+=", coalesce((SELECT max(last_updated_time) FROM registered_models), 0)"
+    [[ "$tables" == *" model_versions "* ]] && sql+=", coalesce((SELECT max(last_updated_time) FROM model_versions), 0)"
+    # Stores of MLflow versions older than the columns named here: runs and experiments only.
+    ms=$(sqlite3 -readonly "$db" "$sql)" 2>/dev/null) ||
+      ms=$(sqlite3 -readonly "$db" "SELECT max(coalesce((SELECT max(max(coalesce(start_time, 0), coalesce(end_time, 0))) FROM runs), 0),
+             coalesce((SELECT max(last_update_time) FROM experiments), 0))" 2>/dev/null) || ms=""
+  fi
   if [[ "$ms" =~ ^[0-9]+$ ]]; then echo $((ms / 1000)); else stat -c %Y "$db"; fi
 }
 
@@ -219,6 +256,11 @@ mlflow_plan() {
     folder=$(mlflow_folder "$project")
     printf '%s\t%s\n' "$project" "$folder" >>"$WORK/mlflow-plan.tsv"
     if [[ -f "$folder/mlflow.db" ]]; then
+      mlflow_store_state "$folder" >"$WORK/mlflow-state-$project"
+      if [[ -e "$folder/mlflow.db-shm" || -e "$folder/mlflow.db-wal" ]]; then
+        log warn "an MLflow server may still have this store open: stop it (scale its Deployment to 0) before the restore" \
+          project="$project" store="$folder/mlflow.db"
+      fi
       last=$(mlflow_last_activity "$folder/mlflow.db")
       if ((last > started)); then
         echo "plan: mlflow: project $project: $folder/mlflow.db has activity after the backup ($(date -u -d "@$last" +%FT%TZ))$([[ "$FORCE" == true ]] && echo ': replaced anyway (--force)' || echo ': REFUSED without --force')"
@@ -236,34 +278,61 @@ mlflow_plan() {
   ((${#newer[@]} == 0)) || die "$EX_USAGE" "refusing to replace MLflow databases newer than set $SET_ID (${newer[*]}); --force replaces them"
 }
 
-# write_sqlite_into FOLDER: stdin (an SQLite database, checked by the format's check on the way)
-# checked again as the file it becomes, then moved over FOLDER/mlflow.db.
+# mlflow_store_state FOLDER: what tells that a store changed: size and modification time of the database
+# and of its WAL.
+mlflow_store_state() {
+  stat -c '%n %s %Y' "$1/mlflow.db" "$1/mlflow.db-wal" 2>/dev/null || true
+}
+
+# write_sqlite_into FOLDER PROJECT: stdin (an SQLite database, checked by the format's check on the way)
+# checked again as the file it becomes, then moved over FOLDER/mlflow.db with the folder's owner. The copy
+# is in rollback-journal mode (SQLite's backup leaves it so); MLflow switches it back to WAL if it wants.
+# A store that changed since the plan read it (a server still writing) is warned about.
 write_sqlite_into() {
-  local folder=$1 tmp result
+  local folder=$1 project=$2 tmp result
   tmp=$(mktemp "$folder/.mlflow.db.restore.XXXXXX")
   cat >"$tmp"
   result=$(sqlite3 -readonly "$tmp" 'PRAGMA integrity_check;' 2>&1 | head -n 3) || true
   [[ "$result" == ok ]] || { rm -f "$tmp"; printf 'integrity_check: %s\n' "$result" >&2; return "$EX_IOERR"; }
   chmod 0644 "$tmp"
   chown --reference="$folder" "$tmp" 2>/dev/null || true
+  if [[ -f "$WORK/mlflow-state-$project" && "$(mlflow_store_state "$folder")" != "$(<"$WORK/mlflow-state-$project")" ]]; then
+    log warn "the store changed during the restore: is its MLflow server still running? It is replaced all the same" \
+      project="$project" store="$folder/mlflow.db"
+  fi
   rm -f "$folder/mlflow.db-wal" "$folder/mlflow.db-shm"
   mv -f "$tmp" "$folder/mlflow.db"
+}
+
+# mlflow_prepare_folder FOLDER: the project's folder, created readable by MLflow (0755) and, when created
+# by root, owned by MLFLOW_OWNER (an existing folder keeps its owner).
+mlflow_prepare_folder() {
+  local folder=$1
+  [[ -d "$folder" ]] && return 0
+  mkdir -m 0755 -p "$folder"
+  if ((EUID == 0)); then chown "$MLFLOW_OWNER" "$folder"; fi
+}
+
+# mlflow_own_artifacts FOLDER: extracted artifacts get the folder's owner (as root only).
+mlflow_own_artifacts() {
+  if ((EUID == 0)); then chown -R -h --reference="$1" "$1"; fi
 }
 
 # mlflow_apply STEP: each project's database (and local artifacts) into the folder chosen by the plan.
 mlflow_apply() {
   local step=$1 project folder comp key bytes sha enc format
   while IFS=$'\t' read -r project folder; do
-    mkdir -p "$folder"
+    mlflow_prepare_folder "$folder"
     while IFS=$'\t' read -r comp key bytes sha enc format; do
       case "$key" in
         "mlflow/$project/mlflow.db.zst"*)
           log info "mlflow database" project="$project" target="$folder/mlflow.db"
-          object_pipeline "$key" "$sha" "$(object_mode "$enc")" "$format" write_sqlite_into "$folder" </dev/null
+          object_pipeline "$key" "$sha" "$(object_mode "$enc")" "$format" write_sqlite_into "$folder" "$project" </dev/null
           ;;
         "mlflow/$project/artifacts.tar.zst"*)
           log info "mlflow artifacts" project="$project" target="$folder"
           object_pipeline "$key" "$sha" "$(object_mode "$enc")" "$format" extract_tar "$folder" </dev/null
+          mlflow_own_artifacts "$folder"
           ;;
       esac
     done < <(step_objects_of "$step")

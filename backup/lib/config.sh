@@ -19,6 +19,7 @@ readonly KDL_DEFAULT_GITEA_DATA_EXCLUDE="gitea/indexers ssh lost+found"
 readonly KDL_DEFAULT_GITEA_UID_GID=1000:1000
 readonly KDL_DEFAULT_MONGO_DATABASES="kdl admin"
 readonly KDL_DEFAULT_MLFLOW_ROOT=/shared-volume
+readonly KDL_DEFAULT_MLFLOW_OWNER=1000:1000
 readonly KDL_DEFAULT_K8S_NAMESPACE=kdl
 readonly KDL_DEFAULT_K8S_RESOURCES="kdlprojects.v1.project.konstellation.io usertools.v1alpha1.kdl.konstellation.io"
 readonly KDL_DEFAULT_K8S_SECRET_NAME_REGEX='-ssh-keys$|^codeserver-oauth2-'
@@ -56,6 +57,18 @@ kdl_load_s3_config() {
     return "$EX_USAGE"
   fi
   return 0
+}
+
+# kdl_s3_endpoint: the S3 endpoint the helpers use, for error lines: AWS_ENDPOINT_URL_S3, else
+# AWS_ENDPOINT_URL, else AWS's own for the region (AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1);
+# the same precedence as the helpers (docs/configuration.md).
+kdl_s3_endpoint() {
+  local endpoint=${AWS_ENDPOINT_URL_S3:-${AWS_ENDPOINT_URL:-}}
+  if [[ -n "$endpoint" ]]; then
+    kdl_redact "$endpoint"
+  else
+    printf 'AWS S3 in %s' "${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}"
+  fi
 }
 
 # kdl_s3_url KEY: s3://bucket/prefix/KEY.

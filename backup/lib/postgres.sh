@@ -78,6 +78,13 @@ pg_admin_sql() {
   printf '%s\n' "$out"
 }
 
+# pg_require_createdb: dies 77 before anything changes when our role may not create PGDATABASE.
+pg_require_createdb() {
+  local can
+  can=$(pg_admin_sql <<<"SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user;")
+  [[ "$can" == t ]] || die "$EX_NOPERM" "PostgreSQL at $(pg_target) refused us: permission denied to create database (role ${PGUSER:-$(id -un)} has no CREATEDB: create the database first, owned by that role, or grant it CREATEDB)"
+}
+
 # pg_restore_into: stdin (a pg_dump -Fc stream) restored into PGDATABASE in one transaction.
 pg_restore_into() {
   pg_restore --clean --if-exists --no-owner --exit-on-error --single-transaction --dbname="${PGDATABASE:-$KDL_DEFAULT_PGDATABASE}" >&2

@@ -12,12 +12,13 @@ s3_url() {
   kdl_s3_url "$1"
 }
 
-# s3_fail TOOL STATUS ERRFILE WHAT: dies with the helper's status (66/69/74/77) and its own error line.
+# s3_fail TOOL STATUS ERRFILE WHAT: dies with the helper's status (66/69/74/77), its own error line and
+# the endpoint it talked to.
 s3_fail() {
   local tool=$1 status=$2 errfile=$3 what=$4 reason
   reason=$(tool_error_line "$errfile")
   ((status == 127)) && die "$EX_UNAVAILABLE" "$tool not found on PATH"
-  die "$status" "$what failed ($tool exit $status${reason:+: $reason})"
+  die "$status" "$what at $(kdl_s3_endpoint) failed ($tool exit $status${reason:+: $reason})"
 }
 
 # load_listing: every key under the prefix, cached as `REL<TAB>SIZE` lines in $WORK/listing.tsv.
