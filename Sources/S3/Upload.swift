@@ -427,7 +427,7 @@ public final class Uploader: @unchecked Sendable {
             throw failure
         }
         let parts = Array(queue.completed.values)
-        let etag: String
+        var etag: String
         do {
             etag = try client.completeMultipartUpload(bucket: location.bucket, key: location.key, uploadID: uploadID, parts: parts)
         } catch {
@@ -435,9 +435,23 @@ public final class Uploader: @unchecked Sendable {
             throw error
         }
         activeUpload.clear()
+        if etag.isEmpty { etag = headETag(location) }
         return PutResult(
             bucket: location.bucket, key: location.key, size: total, sha256: streamDigest.finalize().hexString, etag: etag,
             parts: parts.count, seconds: Self.elapsed(since: started))
+    }
+
+    /// The stored object's ETag from HEAD, for stores that complete a multipart upload with an empty one (Ceph RGW
+    /// 16). The object is stored by then: a failed HEAD is logged and leaves the ETag empty, it fails nothing.
+    func headETag(_ location: S3Location) -> String {
+        do {
+            return try client.headObject(bucket: location.bucket, key: location.key).etag
+        } catch {
+            log.log(
+                .warn, tool: "s3-put", "the store gave no ETag and HEAD failed; the object is stored",
+                [("bucket", location.bucket), ("key", location.key), ("error", "\(error)")])
+            return ""
+        }
     }
 
     /// Aborts the multipart upload so no parts stay stored (and billed); a failed abort is logged with its upload id.

@@ -49,6 +49,9 @@ final class FakeS3: @unchecked Sendable {
     var maxInFlight = 0
     /// The first CreateMultipartUpload creates "upload-ghost" on the server, then its answer is lost.
     var loseFirstCreateAnswer = false
+    /// CompleteMultipartUpload answers `<ETag></ETag>`, as Ceph RGW 16 does; HEAD then tells the ETag.
+    var emptyCompleteETag = false
+    var heads = 0
 
     lazy var transport = FakeTransport { [unowned self] request, body, sink in try self.answer(request, body, sink) }
 
@@ -102,7 +105,15 @@ final class FakeS3: @unchecked Sendable {
                 objects[key] = numbers.reduce(into: Data()) { $0.append(parts[$1] ?? Data()) }
                 uploads.remove("upload-1")
             }
+            if emptyCompleteETag { return HTTPResponse(status: 200, body: Data("<R><ETag></ETag></R>".utf8)) }
             return HTTPResponse(status: 200, body: Data("<R><ETag>\"final-\(numbers.count)\"</ETag></R>".utf8))
+        case ("HEAD", _, _):
+            let size = lock.withLock { () -> Int? in
+                heads += 1
+                return objects[key]?.count
+            }
+            guard let size else { return HTTPResponse(status: 404) }
+            return HTTPResponse(status: 200, headers: [HTTPHeader("Content-Length", "\(size)"), HTTPHeader("ETag", "\"head-etag\"")])
         case ("GET", .some, _):
             let prefix = value("prefix") ?? ""
             let blocks = lock.withLock { uploads.sorted() }.map { "<Upload><Key>\(prefix)</Key><UploadId>\($0)</UploadId></Upload>" }
@@ -201,6 +212,18 @@ final class FakeS3: @unchecked Sendable {
         }
         #expect(done.wait(timeout: .now() + 30) == .success)
         #expect(ordered.finalize().hexString == SHA256Digest.hash(parts.reduce(Data(), +)).hexString)
+    }
+
+    /// Ceph RGW 16 completes a multipart upload with an empty ETag: s3-put asks HEAD instead of printing "".
+    @Test func anEmptyCompletionETagIsTakenFromHead() throws {
+        let s3 = FakeS3()
+        s3.emptyCompleteETag = true
+        let data = random(4_200)
+        let result = try uploader(s3).upload(from: MemorySource(data, chunk: 100), to: S3Location(bucket: "b", key: "k"))
+        #expect(result.etag == "head-etag" && s3.heads == 1 && s3.objects["/b/k"] == data)
+        let plain = FakeS3()
+        let usual = try uploader(plain).upload(from: MemorySource(data, chunk: 100), to: S3Location(bucket: "b", key: "k"))
+        #expect(usual.etag == "final-5" && plain.heads == 0)
     }
 
     /// One uploader still needs two buffers: the first part and the one that decides on multipart.
