@@ -247,6 +247,15 @@ in_script() {
   grep -qx 'pg_dump --format=custom --no-password --compress=zstd:3' "$STUB_LOG"
 }
 
+@test "a pg_dump that cannot compress as BACKUP_PG_DUMP_COMPRESS says fails gitea's database at preflight, naming it" {
+  export STUB_PG_DUMP_NO_COMPRESS=zstd BACKUP_PG_DUMP_COMPRESS=zstd:3
+  run -3 "$BACKUP_SH"
+  assert_equal "$(jq -r '.components[0].error' "$(manifest)")" "pg_dump: skipped: pg_dump 15 cannot compress with BACKUP_PG_DUMP_COMPRESS=zstd:3: pg_dump: error: invalid compression specification: this build does not support compression with ZSTD"
+  refute grep -q '^pg_dump --format=custom' "$STUB_LOG"
+  BACKUP_ID=20240102T030406Z run -69 "$BACKUP_SH" --preflight
+  BACKUP_ID=20240102T030406Z BACKUP_PG_DUMP_COMPRESS=lz4 run -0 "$BACKUP_SH" --preflight
+}
+
 @test "pg_dump older than the server: gitea's database fails naming both majors" {
   export STUB_PG_SERVER_NUM=170002 STUB_PG_DUMP_MAJOR=15
   run -3 "$BACKUP_SH"

@@ -37,11 +37,11 @@ gitea_config() {
   fi
 }
 
-# gitea_preflight: the database answers with a new enough pg_dump (check gitea-db); the volume
-# can be listed (check gitea-data).
+# gitea_preflight: the database answers, with a pg_dump new enough and able to compress as configured
+# (check gitea-db); the volume can be listed (check gitea-data).
 gitea_preflight() {
   local failed=0
-  pg_check gitea-db || failed=1
+  pg_check gitea-db "$PG_DUMP_COMPRESS" || failed=1
   if check_readable_dir gitea-data GITEA_DATA_DIR "$GITEA_DIR"; then check_ok gitea-data dir="$GITEA_DIR"; else failed=1; fi
   return "$failed"
 }

@@ -29,10 +29,13 @@ pg_failure_status() {
   esac
 }
 
-# pg_check KEY: psql, pg_dump and pg_restore present, the server answers, pg_dump's major ≥ the
-# server's. Records the outcome as check KEY; the server's version in $WORK/checks/KEY.server_version_num.
+# pg_check KEY COMPRESS: psql, pg_dump and pg_restore present, the server answers, pg_dump's major ≥ the
+# server's, and this pg_dump can compress as COMPRESS says: a method (gzip:N, lz4, zstd: pg_dump 16+,
+# built with them) is tried by an empty schema-only dump, every schema excluded; a gzip level 0-9 works
+# with every pg_dump. Records the outcome as check KEY;
+# the server's version in $WORK/checks/KEY.server_version_num.
 pg_check() {
-  local key=$1 status=0 server_num server_major dump_version dump_major
+  local key=$1 compress=$2 status=0 server_num server_major dump_version dump_major
   check_require "$key" pg_dump pg_restore psql pg_isready || return 1
   kdl_run_job psql -X -A -t -q -c 'SHOW server_version_num' >"$WORK/checks/$key.out" 2>"$WORK/checks/$key.err.log" || status=$?
   if ((status != 0)); then
@@ -49,7 +52,12 @@ pg_check() {
     check_fail "$key" "$EX_UNAVAILABLE" "pg_dump $dump_major is older than the PostgreSQL $server_major server: install a client of major $server_major or newer"
     return 1
   fi
-  check_ok "$key" server_major="$server_major" pg_dump_major="$dump_major"
+  if [[ ! "$compress" =~ ^[0-9]$ ]] && ! kdl_run_job pg_dump --schema-only --exclude-schema='*' --format=custom --no-password --compress="$compress" \
+    >/dev/null 2>"$WORK/checks/$key.compress.err"; then
+    check_fail "$key" "$EX_UNAVAILABLE" "pg_dump $dump_major cannot compress with BACKUP_PG_DUMP_COMPRESS=$compress: $(kdl_tail_text "$WORK/checks/$key.compress.err" 1)"
+    return 1
+  fi
+  check_ok "$key" server_major="$server_major" pg_dump_major="$dump_major" compress="$compress"
 }
 
 # produce_pg_dump COMPRESS: PGDATABASE in pg_dump's custom format (password from PGPASSWORD),
