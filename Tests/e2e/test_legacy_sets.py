@@ -4,28 +4,16 @@ restored into fresh targets and compared with what its sources held at backup ti
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import uuid
 from pathlib import Path
 
 import manifest_schema
 import pytest
-from restore_support import ROOT, MongoServer, createdb_role, job_env, run_restore, s3_client
+from restore_support import GITEA_EXCLUDES, ROOT, MongoServer, compare, createdb_role, job_env, run_restore, s3_client
 
 SETS = ROOT / "Tests" / "fixtures" / "sets"
 EXPECTED = json.loads((SETS / "expected.json").read_text())
-GITEA_EXCLUDES = ["gitea/indexers", "ssh", "lost+found"]
-
-
-def _compare():
-    spec = importlib.util.spec_from_file_location("compare_restore", ROOT / "scripts" / "compare-restore.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-compare = _compare()
 
 
 def upload(stack, prefix, set_id):
