@@ -13,7 +13,8 @@
 # Every object a command needs is downloaded and checked (size, sha256, decryption, format) before
 # anything live changes; changes need --yes; --dry-run prints the plan and changes nothing.
 # Environment: BACKUP_S3_BUCKET (or BUCKET_NAME), BACKUP_S3_PREFIX (kdl-backup), AWS_*, PG*, MONGO_URI,
-# GITEA_DATA_DIR (/data), MLFLOW_ROOT (/shared-volume), K8S_SERVER K8S_TOKEN_FILE K8S_CA_FILE K8S_NAMESPACE,
+# GITEA_DATA_DIR (/data), MLFLOW_ROOT (/shared-volume), MLFLOW_RESTORE_OWNER (1000:1000: owner of MLflow folders it
+# creates), K8S_SERVER K8S_TOKEN_FILE K8S_CA_FILE K8S_NAMESPACE,
 # BACKUP_AGE_IDENTITY_FILE (default --identity), BACKUP_VERIFY_MAX_AGE_HOURS (192; 0: no limit; `verify latest`),
 # BACKUP_VERIFY_SCRATCH_PGDATABASE (verify: also restore the Gitea dump into this scratch database, then drop it).
 # `verify latest` reports its outcome with `notify --event verify` (NOTIFY_*; docs/operations.md), pass or fail.
