@@ -79,7 +79,7 @@ run_suite() {
 suite_shellcheck() {
   local files=()
   mapfile -t files < <(git ls-files -co --exclude-standard -- '*.sh' '*.bash' 'backup/*' 'scripts/*' | while read -r f; do
-    [[ -f "$f" ]] && head -n1 "$f" | grep -qE '^#!.*\b(ba)?sh\b' && echo "$f"
+    [[ -f "$f" ]] && head -n1 "$f" | grep -qE '^#!.*\b(ba)?sh\b|^# shellcheck shell=bash' && echo "$f"
   done | sort -u)
   shellcheck -x "${files[@]}"
 }

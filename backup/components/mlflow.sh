@@ -289,11 +289,10 @@ mlflow_store_state() {
 # is in rollback-journal mode (SQLite's backup leaves it so); MLflow switches it back to WAL if it wants.
 # A store that changed since the plan read it (a server still writing) is warned about.
 write_sqlite_into() {
-  local folder=$1 project=$2 tmp result
+  local folder=$1 project=$2 tmp
   tmp=$(mktemp "$folder/.mlflow.db.restore.XXXXXX")
   cat >"$tmp"
-  result=$(sqlite3 -readonly "$tmp" 'PRAGMA integrity_check;' 2>&1 | head -n 3) || true
-  [[ "$result" == ok ]] || { rm -f "$tmp"; printf 'integrity_check: %s\n' "$result" >&2; return "$EX_IOERR"; }
+  sqlite_file_ok "$tmp" || { rm -f "$tmp"; return "$EX_IOERR"; }
   chmod 0644 "$tmp"
   chown --reference="$folder" "$tmp" 2>/dev/null || true
   if [[ -f "$WORK/mlflow-state-$project" && "$(mlflow_store_state "$folder")" != "$(<"$WORK/mlflow-state-$project")" ]]; then
@@ -309,7 +308,7 @@ write_sqlite_into() {
 mlflow_prepare_folder() {
   local folder=$1
   [[ -d "$folder" ]] && return 0
-  mkdir -m 0755 -p "$folder"
+  mkdir -m 0755 "$folder" # a child of MLFLOW_ROOT, which the plan found
   if ((EUID == 0)); then chown "$MLFLOW_OWNER" "$folder"; fi
 }
 

@@ -165,11 +165,17 @@ END {
 # check_sqlite: the database passes PRAGMA integrity_check (staged in a private temporary file,
 # removed at once: SQLite cannot read a stream).
 check_sqlite() {
-  local db result
+  local db
   db=$(mktemp "${TMPDIR:-/tmp}/kdl-check.XXXXXX") || return "$EX_IOERR"
   cat >"$db"
-  result=$(sqlite3 -readonly "$db" 'PRAGMA integrity_check;' 2>&1 | head -n 3) || true
+  sqlite_file_ok "$db" || { rm -f "$db"; return "$EX_IOERR"; }
   rm -f "$db"
+}
+
+# sqlite_file_ok FILE: FILE passes PRAGMA integrity_check; otherwise its first findings on stderr, 74.
+sqlite_file_ok() {
+  local result
+  result=$(sqlite3 -readonly "$1" 'PRAGMA integrity_check;' 2>&1 | head -n 3) || true
   [[ "$result" == ok ]] || { printf 'integrity_check: %s\n' "${result//$'\n'/; }" >&2; return "$EX_IOERR"; }
 }
 

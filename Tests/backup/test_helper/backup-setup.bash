@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # REPO_ROOT, BACKUP_SH and the like are read by the .bats files that load this
 # Common setup for the backup.sh bats tests: bats-support/bats-assert from Debian, the helper
 # stubs of test_helper/stubs first on PATH (they store objects under $FAKE_S3 and log every
 # call, with its arguments, to $STUB_LOG), a small Gitea /data tree and MLflow root, and the
