@@ -13,6 +13,10 @@ public struct K8sExportCommand: ParsableCommand {
             exports of an unchanged cluster are byte-identical. Connects in-cluster by default (the pod's service \
             account), or with --kubeconfig; --server, --token-file and --ca-file override either.
 
+            With --served, nothing is exported: each RESOURCE is looked up in the API server's discovery documents \
+            and printed as "RESOURCE served" or "RESOURCE absent", one per line (discovery is open to every \
+            authenticated account; no list permission is needed).
+
             Exit status: 0 done (a resource whose CRD is not installed is a warning); 64 usage, bad filter or \
             kubeconfig; 66 a token, CA or kubeconfig file is missing; 69 API server unreachable after retries; \
             74 output not written; 75 the list changed too fast (continue token expired twice); 77 401/403.
@@ -65,6 +69,9 @@ public struct K8sExportCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Write to this file atomically (temporary file, then rename; mode 0600) instead of standard output.", valueName: "file"))
     public var output: String?
 
+    @Flag(help: "Print whether the API server serves each RESOURCE (\"RESOURCE served\" or \"RESOURCE absent\") and export nothing.")
+    public var served = false
+
     @Flag(help: "Print one JSON line on standard error with the objects exported per resource.")
     public var summary = false
 
@@ -92,11 +99,41 @@ public struct K8sExportCommand: ParsableCommand {
                 throw ValidationError("give at least one RESOURCE, e.g. kdlprojects.v1.project.konstellation.io or secrets")
             }
             let log = Log.standardError
+            if served {
+                let lines = try Self.discover(self, environment: .process, log: log, transport: nil)
+                FileHandle.standardOutput.write(Data(lines.map { "\($0.resource) \($0.served ? "served" : "absent")\n" }.joined().utf8))
+                return
+            }
             let summary = try Self.execute(self, environment: .process, log: log, transport: nil)
             if self.summary {
                 log.write(summary.jsonLine + "\n")
             }
         }
+    }
+
+    /// Looks up each RESOURCE in the discovery documents (one request per group version); `transport` replaces
+    /// libcurl in tests.
+    public static func discover(_ command: K8sExportCommand, environment: Environment, log: Log, transport: HTTPTransport?, sleeper: Sleeper = ThreadSleeper()) throws -> [(resource: String, served: Bool)] {
+        let refs = try command.resources.map(ResourceRef.init(parsing:))
+        let client = try makeClient(command, environment: environment, log: log, transport: transport, sleeper: sleeper)
+        defer { client.connection.close() }
+        var plurals: [String: Set<String>] = [:]
+        return try refs.map { ref in
+            let groupVersion = "\(ref.group)/\(ref.version)"
+            if plurals[groupVersion] == nil { plurals[groupVersion] = try client.servedPlurals(of: ref) ?? [] }
+            return (ref.description, plurals[groupVersion]?.contains(ref.plural) == true)
+        }
+    }
+
+    /// The API client for the command's connection flags (in-cluster, kubeconfig, overrides).
+    static func makeClient(_ command: K8sExportCommand, environment: Environment, log: Log, transport: HTTPTransport?, sleeper: Sleeper) throws -> KubeClient {
+        let flags = ConnectionFlags(
+            kubeconfig: command.kubeconfig, context: command.context, server: command.server, tokenFile: command.tokenFile,
+            caFile: command.caFile, namespace: command.namespace)
+        let connection = try ConnectionResolver(environment: environment, log: log).resolve(flags)
+        return KubeClient(
+            transport: transport ?? CurlTransport(options: connection.clientOptions), connection: connection,
+            retry: RetryPolicy(retries: command.retries, baseDelay: 0.25, maxDelay: 4), sleeper: sleeper, log: log)
     }
 
     /// Runs an export as configured by the parsed command; `transport` replaces libcurl in tests.
@@ -125,15 +162,9 @@ public struct K8sExportCommand: ParsableCommand {
             throw KubeExportError.usage("--label-selector must be one line")
         }
 
-        let flags = ConnectionFlags(
-            kubeconfig: command.kubeconfig, context: command.context, server: command.server, tokenFile: command.tokenFile,
-            caFile: command.caFile, namespace: command.namespace)
-        let connection = try ConnectionResolver(environment: environment, log: log).resolve(flags)
+        let client = try makeClient(command, environment: environment, log: log, transport: transport, sleeper: sleeper)
+        let connection = client.connection
         defer { connection.close() }
-
-        let client = KubeClient(
-            transport: transport ?? CurlTransport(options: connection.clientOptions), connection: connection,
-            retry: RetryPolicy(retries: command.retries, baseDelay: 0.25, maxDelay: 4), sleeper: sleeper, log: log)
         let options = ExportOptions(
             resources: unique, namespace: connection.namespace, labelSelector: command.labelSelector, nameRegex: regex,
             filter: filterSource, format: ExportFormat(rawValue: command.format) ?? .yaml)

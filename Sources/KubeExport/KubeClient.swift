@@ -36,35 +36,8 @@ public struct KubeClient {
         var query = [("limit", String(limit))]
         if let continueToken { query.append(("continue", continueToken)) }
         if let labelSelector { query.append(("labelSelector", labelSelector)) }
-        let url = connection.server + resource.listPath(namespace: namespace) + "?" + query.map { "\($0)=\(Self.encode($1))" }.joined(separator: "&")
-        var headers = [HTTPHeader("Accept", "application/json")]
-        if let token = connection.token { headers.append(HTTPHeader("Authorization", "Bearer \(token)")) }
-        let request = HTTPRequest(method: "GET", url: url, headers: headers, timeout: 120)
-
-        let response: HTTPResponse
-        var body: [UInt8] = []
-        do {
-            response = try retry.run(
-                sleeper: sleeper,
-                isRetryable: { ($0 as? HTTPTransportError)?.retryable == true || $0 is Retryable },
-                onRetry: { attempt, error in
-                    log.log(.warn, tool: tool, "retrying the list", [("resource", resource.description), ("attempt", String(attempt)), ("error", Self.describe(error))])
-                }
-            ) { _ in
-                body.removeAll(keepingCapacity: true)
-                let response = try transport.send(request) { chunk in body.append(contentsOf: chunk) }
-                if response.status == 429 || response.status >= 500 {
-                    throw Retryable(reason: "HTTP \(response.status)\(Self.statusMessage(response.body).map { ": \($0)" } ?? "")")
-                }
-                return response
-            }
-        } catch let error as HTTPTransportError where error.retryable {
-            throw KubeExportError.unavailable(resource: resource.description, reason: error.description)
-        } catch let error as Retryable {
-            throw KubeExportError.unavailable(resource: resource.description, reason: error.reason)
-        } catch let error as HTTPTransportError {
-            throw KubeExportError.unexpected(resource: resource.description, reason: error.description)
-        }
+        let path = resource.listPath(namespace: namespace) + "?" + query.map { "\($0)=\(Self.encode($1))" }.joined(separator: "&")
+        let (response, body) = try get(path, what: resource.description, retryNote: "retrying the list")
 
         let message = (200..<300).contains(response.status) ? nil : Self.statusMessage(response.body)
         switch response.status {
@@ -81,6 +54,62 @@ public struct KubeClient {
             throw KubeExportError.badRequest(resource: resource.description, message: message ?? "HTTP \(response.status)")
         default:
             throw KubeExportError.unexpected(resource: resource.description, reason: "HTTP \(response.status)\(message.map { ": \($0)" } ?? "")")
+        }
+    }
+
+    /// The resource names (plurals, without subresources) the API server serves in `resource`'s group and
+    /// version, from its discovery document; nil when it serves no such group version (404).
+    func servedPlurals(of resource: ResourceRef) throws -> Set<String>? {
+        let path = resource.group.isEmpty ? "/api/\(resource.version)" : "/apis/\(resource.group)/\(resource.version)"
+        let (response, body) = try get(path, what: resource.description, retryNote: "retrying discovery")
+        switch response.status {
+        case 200..<300:
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                  let resources = object["resources"] as? [[String: Any]] else {
+                throw KubeExportError.unexpected(resource: resource.description, reason: "\(path) is not an APIResourceList")
+            }
+            return Set(resources.compactMap { $0["name"] as? String }.filter { !$0.contains("/") })
+        case 404:
+            return nil
+        case 401, 403:
+            throw KubeExportError.forbidden(
+                status: response.status, verb: "discover", resource: path, namespace: connection.namespace,
+                message: Self.statusMessage(response.body) ?? "")
+        default:
+            let message = Self.statusMessage(response.body)
+            throw KubeExportError.unexpected(resource: resource.description, reason: "HTTP \(response.status)\(message.map { ": \($0)" } ?? "") from \(path)")
+        }
+    }
+
+    /// GETs `path` (with its query) on the API server, retrying transport failures, 429 and 5xx; the body is
+    /// collected whatever the status.
+    private func get(_ path: String, what: String, retryNote: String) throws -> (HTTPResponse, [UInt8]) {
+        var headers = [HTTPHeader("Accept", "application/json")]
+        if let token = connection.token { headers.append(HTTPHeader("Authorization", "Bearer \(token)")) }
+        let request = HTTPRequest(method: "GET", url: connection.server + path, headers: headers, timeout: 120)
+        var body: [UInt8] = []
+        do {
+            let response = try retry.run(
+                sleeper: sleeper,
+                isRetryable: { ($0 as? HTTPTransportError)?.retryable == true || $0 is Retryable },
+                onRetry: { attempt, error in
+                    log.log(.warn, tool: tool, retryNote, [("resource", what), ("attempt", String(attempt)), ("error", Self.describe(error))])
+                }
+            ) { _ in
+                body.removeAll(keepingCapacity: true)
+                let response = try transport.send(request) { chunk in body.append(contentsOf: chunk) }
+                if response.status == 429 || response.status >= 500 {
+                    throw Retryable(reason: "HTTP \(response.status)\(Self.statusMessage(response.body).map { ": \($0)" } ?? "")")
+                }
+                return response
+            }
+            return (response, body)
+        } catch let error as HTTPTransportError where error.retryable {
+            throw KubeExportError.unavailable(resource: what, reason: error.description)
+        } catch let error as Retryable {
+            throw KubeExportError.unavailable(resource: what, reason: error.reason)
+        } catch let error as HTTPTransportError {
+            throw KubeExportError.unexpected(resource: what, reason: error.description)
         }
     }
 

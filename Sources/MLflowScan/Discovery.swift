@@ -14,31 +14,42 @@ struct Candidate: Sendable {
 
 /// How a folder name becomes a project name.
 ///
-/// 1. `kdl-<project>-mlflow-claim-pvc-<uid>` (a hostPath provisioner's folder for the claim
+/// 1. `kdl-<project>-mlflow-claim-pvc-<uid>` (KDL 5: a hostPath provisioner's folder for the claim
 ///    `<project>-mlflow-claim` in namespace `kdl`) gives `<project>`; `<uid>` is letters, digits and dashes.
+/// 1b. `<ns>-<project>-mlflow-pvc-<uid>` (KDL 6: the claim `<project>-mlflow` in namespace `<ns>`) gives `<project>`,
+///    for each namespace the scan is told about (a namespace and a project both may hold dashes).
 /// 2. Any other folder gives its own name (`<project>/mlflow.db` gives `<project>`).
 /// 3. A store at ROOT itself takes ROOT's folder name.
 /// A name that is not UTF-8 is decoded with U+FFFD for each invalid sequence.
 public enum ProjectName {
     static let prefix = "kdl-"
     static let marker = "-mlflow-claim-pvc-"
+    static let kdl6Marker = "-mlflow-pvc-"
 
-    public static func forFolder(named name: String) -> String {
-        if name.hasPrefix(prefix), let range = name.range(of: marker, options: .backwards) {
-            let project = name[name.index(name.startIndex, offsetBy: prefix.count)..<range.lowerBound]
-            let uid = name[range.upperBound...]
-            let uidIsValid = !uid.isEmpty && uid.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") }
-            if uidIsValid, !project.isEmpty, project != ".", project != ".." {
-                return String(project)
-            }
+    public static func forFolder(named name: String, namespaces: [String] = []) -> String {
+        if let project = project(in: name, prefix: prefix, marker: marker) { return project }
+        // The longest namespace first: `kdl-dev-x-mlflow-pvc-1` is project x of kdl-dev, not dev-x of kdl.
+        for namespace in namespaces.sorted(by: { $0.count > $1.count }) where !namespace.isEmpty {
+            if let project = project(in: name, prefix: namespace + "-", marker: kdl6Marker) { return project }
         }
         if name.isEmpty || name == "/" { return "mlflow" }
         return name
     }
 
-    /// True when the name follows rule 1, so an unlistable folder with it is reported as a store.
-    static func isClaimFolder(_ name: String) -> Bool {
-        forFolder(named: name) != name
+    /// The part of `name` between `prefix` and the last `marker`, when a valid uid follows the marker.
+    private static func project(in name: String, prefix: String, marker: String) -> String? {
+        guard name.hasPrefix(prefix), let range = name.range(of: marker, options: .backwards),
+              range.lowerBound >= name.index(name.startIndex, offsetBy: prefix.count) else { return nil }
+        let project = name[name.index(name.startIndex, offsetBy: prefix.count)..<range.lowerBound]
+        let uid = name[range.upperBound...]
+        let uidIsValid = !uid.isEmpty && uid.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") }
+        guard uidIsValid, !project.isEmpty, project != ".", project != ".." else { return nil }
+        return String(project)
+    }
+
+    /// True when the name follows rule 1 or 1b, so an unlistable folder with it is reported as a store.
+    static func isClaimFolder(_ name: String, namespaces: [String] = []) -> Bool {
+        forFolder(named: name, namespaces: namespaces) != name
     }
 }
 
@@ -51,6 +62,8 @@ struct Discovery {
     let root: RawPath
     let realRoot: RawPath
     let maxDepth: Int
+    /// Namespaces whose KDL 6 claim folders (rule 1b) name a project.
+    var namespaces: [String] = []
 
     private(set) var candidates: [Candidate] = []
     private(set) var skipped: [SkippedPath] = []
@@ -79,14 +92,14 @@ struct Discovery {
 
     private mutating func visit(folder: RawPath, relative: RawPath, name: String, depth: Int, listing: Result<[RawPath], SystemError>) {
         let database = folder.appending(Self.databaseName)
-        let project = ProjectName.forFolder(named: name)
+        let project = ProjectName.forFolder(named: name, namespaces: namespaces)
         let names: [RawPath]
         switch listing {
         case .failure(let error):
             // Without a listing, a store is still known when its file can be looked up or its folder is named like a claim.
             if case .success = FileSystem.info(database) {
                 addStore(folder: folder, relative: relative, database: database, project: project)
-            } else if ProjectName.isClaimFolder(name) {
+            } else if ProjectName.isClaimFolder(name, namespaces: namespaces) {
                 candidates.append(
                     Candidate(
                         folder: folder, relative: relative, database: database, project: project,

@@ -35,6 +35,11 @@ public struct MLflowScanCommand: ParsableCommand {
     @Option(help: "How each snapshot is checked: integrity (PRAGMA integrity_check), quick (PRAGMA quick_check, faster) or none (the caller checks the copy itself).")
     var check: SnapshotCheck = .integrity
 
+    @Option(help: ArgumentHelp(
+        "A namespace of KDL 6 claims: folders named <namespace>-<project>-mlflow-pvc-<uid> belong to <project> (repeatable).",
+        valueName: "ns"))
+    var namespace: [String] = []
+
     @Flag(help: "Indent the JSON output.")
     var pretty = false
 
@@ -47,13 +52,16 @@ public struct MLflowScanCommand: ParsableCommand {
         }
         guard !root.isEmpty else { throw ValidationError("ROOT must not be empty") }
         if let snapshot, snapshot.isEmpty { throw ValidationError("--snapshot needs a directory") }
+        for ns in namespace where ns.range(of: #"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"#, options: .regularExpression) == nil {
+            throw ValidationError("--namespace \"\(ns)\" is not a Kubernetes namespace name")
+        }
     }
 
     public func run() throws {
         try runReportingErrors(tool: "mlflow-scan") {
             let options = ScanOptions(
                 root: root, maxDepth: maxDepth, snapshotDir: snapshot, busyTimeoutSeconds: busyTimeout, quickCheck: quickCheck,
-                snapshotCheck: check)
+                snapshotCheck: check, namespaces: namespace)
             let (report, failures) = try Scanner(options: options, log: Log.standardError).run()
             var data = try JSONOutput.encoder(pretty: pretty).encode(report)
             data.append(0x0a)

@@ -9,11 +9,14 @@ public struct ScanOptions: Sendable {
     public var busyTimeoutSeconds: Double
     public var quickCheck: Bool
     public var snapshotCheck: SnapshotCheck
+    /// Namespaces of KDL 6 claims: `<ns>-<project>-mlflow-pvc-<uid>` folders name `<project>`.
+    public var namespaces: [String]
 
     public init(
         root: String, maxDepth: Int = 3, snapshotDir: String? = nil, busyTimeoutSeconds: Double = 10, quickCheck: Bool = false,
-        snapshotCheck: SnapshotCheck = .integrity
+        snapshotCheck: SnapshotCheck = .integrity, namespaces: [String] = []
     ) {
+        self.namespaces = namespaces
         self.root = root
         self.maxDepth = maxDepth
         self.snapshotDir = snapshotDir
@@ -79,6 +82,7 @@ public struct Scanner {
         }
 
         var discovery = Discovery(root: root, realRoot: realRoot, maxDepth: options.maxDepth)
+        discovery.namespaces = options.namespaces
         discovery.run(rootListing: listing, excluding: snapshotRoot)
         let candidates = discovery.candidates
         let names = Self.snapshotNames(for: candidates)

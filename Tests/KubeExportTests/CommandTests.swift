@@ -34,6 +34,37 @@ import Testing
         return (sink.text, summary)
     }
 
+    static func resourceList(_ groupVersion: String, _ names: [String]) -> [String: Any] {
+        ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": groupVersion,
+         "resources": names.map { ["name": $0, "namespaced": true, "kind": "X", "verbs": ["list"]] }]
+    }
+
+    @Test func servedLooksUpEachResourceInItsGroupVersionsDiscoveryDocumentOnce() throws {
+        let api = FakeKubeAPI()
+        api.documents["/apis/kdl.konstellation.io/v1"] = Self.resourceList("kdl.konstellation.io/v1", ["kdlprojects", "kdlprojects/status", "kdlusertools"])
+        api.documents["/api/v1"] = Self.resourceList("v1", ["secrets", "pods"])
+        let command = try K8sExportCommand.parse([
+            "--served", "--server", "https://127.0.0.1:6443", "kdlprojects.v1.kdl.konstellation.io", "kdlusertools.v1.kdl.konstellation.io",
+            "status.v1.kdl.konstellation.io", "kdlprojects.v1.project.konstellation.io", "secrets",
+        ])
+        let lines = try K8sExportCommand.discover(command, environment: Environment([:]), log: Log(handle: FileHandle.nullDevice), transport: api, sleeper: RecordingSleeper())
+        #expect(lines.map { "\($0.resource) \($0.served)" } == [
+            "kdlprojects.v1.kdl.konstellation.io true", "kdlusertools.v1.kdl.konstellation.io true", "status.v1.kdl.konstellation.io false",
+            "kdlprojects.v1.project.konstellation.io false", "secrets true",
+        ])
+        #expect(api.requests.map { URLComponents(string: $0.url)!.path } == ["/apis/kdl.konstellation.io/v1", "/apis/project.konstellation.io/v1", "/api/v1"])
+    }
+
+    @Test func servedReportsAForbiddenDiscoveryAsPermissionDenied() throws {
+        let api = FakeKubeAPI()
+        api.faults = [.status(403, "forbidden")]
+        let command = try K8sExportCommand.parse(["--served", "--server", "https://127.0.0.1:6443", "kdlprojects.v1.kdl.konstellation.io"])
+        #expect(throws: KubeExportError.self) {
+            _ = try K8sExportCommand.discover(command, environment: Environment([:]), log: Log(handle: FileHandle.nullDevice), transport: api, sleeper: RecordingSleeper())
+        }
+        #expect(KubeExportError.forbidden(status: 403, verb: "discover", resource: "/apis/x/v1", namespace: "kdl", message: "").exitCode == 77)
+    }
+
     @Test func executeWiresFlagsThroughToTheRequests() throws {
         let scratch = Scratch()
         let token = scratch.write("token", "cli-token-1234\n")

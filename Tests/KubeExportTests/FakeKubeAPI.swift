@@ -20,6 +20,8 @@ final class FakeKubeAPI: HTTPTransport, @unchecked Sendable {
 
     private let lock = NSLock()
     var collections: [String: Collection] = [:]
+    /// Other JSON documents served as they are, by path (discovery documents).
+    var documents: [String: [String: Any]] = [:]
     /// Faults served in order, one per request, before normal answers resume.
     var faults: [Fault] = []
     /// Answer 410 to this many requests that carry a continue token.
@@ -55,6 +57,9 @@ final class FakeKubeAPI: HTTPTransport, @unchecked Sendable {
         let parts = URLComponents(string: request.url)!
         var query: [String: String] = [:]
         for item in parts.queryItems ?? [] { query[item.name] = item.value }
+        if let document = documents[parts.path] {
+            return (200, try JSONSerialization.data(withJSONObject: document))
+        }
         guard let collection = collections[parts.path] else {
             return (404, Self.status(404, "the server could not find the requested resource"))
         }

@@ -22,6 +22,23 @@ import Testing
         #expect(ProjectName.forFolder(named: folder) == project)
     }
 
+    @Test(arguments: [
+        ("kdl-demo-mlflow-pvc-1a2b3c4d-5e6f-7a8b-9c0d-112233445566", "demo"),
+        ("kdl-dev-churn-model-mlflow-pvc-0f9e", "churn-model"),
+        ("kdl-demo-mlflow-claim-pvc-0f9e", "demo"),
+        // Another namespace's claim, or no uid: the folder's own name.
+        ("other-demo-mlflow-pvc-0f9e", "other-demo-mlflow-pvc-0f9e"),
+        ("kdl-dev-demo-mlflow-pvc-", "kdl-dev-demo-mlflow-pvc-"),
+        ("kdl-dev-mlflow-pvc-0f9e", "dev"),
+    ])
+    func kdl6ClaimFoldersOfTheGivenNamespacesMapToProjects(folder: String, project: String) {
+        #expect(ProjectName.forFolder(named: folder, namespaces: ["kdl", "kdl-dev"]) == project)
+    }
+
+    @Test func kdl6FoldersKeepTheirNameWithoutANamespace() {
+        #expect(ProjectName.forFolder(named: "kdl-demo-mlflow-pvc-0f9e") == "kdl-demo-mlflow-pvc-0f9e")
+    }
+
     @Test func duplicateProjectsGetDistinctStableSnapshotNames() {
         let candidates = [
             Candidate(folder: RawPath("/r/demo"), relative: RawPath("demo"), database: RawPath("/r/demo/mlflow.db"), project: "demo"),
