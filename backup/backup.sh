@@ -31,6 +31,8 @@ source "$KDL_BACKUP_HOME/lib/preflight.sh"
 source "$KDL_BACKUP_HOME/lib/manifest.sh"
 # shellcheck source=lib/postgres.sh
 source "$KDL_BACKUP_HOME/lib/postgres.sh"
+# shellcheck source=lib/platform.sh
+source "$KDL_BACKUP_HOME/lib/platform.sh"
 # shellcheck source=lib/registry.sh
 source "$KDL_BACKUP_HOME/lib/registry.sh"
 kdl_load_components "$KDL_BACKUP_HOME/components"
@@ -75,7 +77,16 @@ selected() {
   [[ " ${SELECTED[*]} " == *" $1 "* ]]
 }
 
-# load_selection: SELECTED from BACKUP_COMPONENTS (default: every registered component), in the
+# default_components: every registered component the environment and the platform configure.
+default_components() {
+  local name
+  for name in "${KDL_COMPONENTS[@]}"; do
+    kdl_component_configured "$name" && printf '%s ' "$name"
+  done
+  return 0
+}
+
+# load_selection: SELECTED from BACKUP_COMPONENTS (default: every configured component), in the
 # order given, without repeats; 64 for an unknown name or an empty selection.
 load_selection() {
   local word
@@ -86,7 +97,7 @@ load_selection() {
       return "$EX_USAGE"
     fi
     selected "$word" || SELECTED+=("$word")
-  done < <(kdl_words "${BACKUP_COMPONENTS-${KDL_COMPONENTS[*]}}")
+  done < <(kdl_words "${BACKUP_COMPONENTS-$(default_components)}")
   if ((${#SELECTED[@]} == 0)); then
     KDL_CONFIG_ERROR="BACKUP_COMPONENTS selects nothing (any of: ${KDL_COMPONENTS[*]})"
     return "$EX_USAGE"
@@ -121,6 +132,7 @@ load_config() {
     KDL_CONFIG_ERROR="BACKUP_ID '$BACKUP_ID' must be a UTC timestamp YYYYMMDDTHHMMSSZ (retention reads a set's age from it)"
     return "$EX_USAGE"
   fi
+  kdl_resolve_platform || return "$EX_USAGE"
   load_selection || return
   for name in "${KDL_COMPONENTS[@]}"; do
     "${name}_config" "$(selected "$name" && echo true || echo false)" || return "$EX_USAGE"
@@ -268,7 +280,7 @@ run_backup() {
   for name in "${KDL_COMPONENTS[@]}"; do
     if selected "$name"; then
       run_component "$name"
-    else
+    elif kdl_component_configured "$name"; then
       write_component "$name" skipped 0 ""
     fi
   done
@@ -298,6 +310,7 @@ main() {
   START_NS=$(kdl_now_ns)
   log info step="$MODE" id="$BACKUP_ID" bucket="$KDL_BUCKET" prefix="$KDL_PREFIX" components="${SELECTED[*]}" \
     encrypted="$(encrypted && echo true || echo false)"
+  log info step="$MODE" platform="$KDL_PLATFORM" reason="$KDL_PLATFORM_REASON"
   if [[ "$MODE" == preflight ]]; then
     run_preflight || status=$?
   else

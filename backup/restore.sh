@@ -4,15 +4,18 @@
 #        restore.sh show ID|latest [--json]
 #        restore.sh verify ID|latest [--identity FILE] [--allow-partial]
 #        restore.sh restore COMPONENT... ID|latest [--identity FILE] [--dry-run] [--yes] [--force]
-#                           [--allow-partial] [--output DIR]
+#                           [--allow-partial] [--output DIR] [--target DIR]
 #        restore.sh --help | --version
 #
-# COMPONENT: a component (gitea, mongodb, mlflow, kubernetes: all its steps), one of its steps
-#            (gitea-db, gitea-data, k8s-secrets, k8s-resources), or all (every step, in restore order)
+# COMPONENT: a component (gitea, postgres, volumes, mongodb, mlflow, kubernetes: all its steps), one of its
+#            steps (gitea-db, gitea-data, k8s-secrets, k8s-resources), postgres:NAME or volumes:NAME (one
+#            database or volume), or all (every step, in restore order)
+# --target DIR: a volume goes into DIR instead of the path it was backed up from (one volume).
 # `latest` is the newest complete set with status success (success or partial with --allow-partial).
 # Every object a command needs is downloaded and checked (size, sha256, decryption, format) before
 # anything live changes; changes need --yes; --dry-run prints the plan and changes nothing.
 # Environment: BACKUP_S3_BUCKET (or BUCKET_NAME), BACKUP_S3_PREFIX (kdl-backup), AWS_*, PG*, MONGO_URI,
+# PG_<NAME>_HOST/PORT/USER/PASSWORD/DATABASE (postgres:NAME), BACKUP_PLATFORM (auto: the set's),
 # GITEA_DATA_DIR (/data), MLFLOW_ROOT (/shared-volume), MLFLOW_RESTORE_OWNER (1000:1000: owner of MLflow folders it
 # creates), K8S_SERVER K8S_TOKEN_FILE K8S_CA_FILE K8S_NAMESPACE,
 # BACKUP_AGE_IDENTITY_FILE (default --identity), BACKUP_VERIFY_MAX_AGE_HOURS (192; 0: no limit; `verify latest`),
@@ -34,6 +37,8 @@ source "$KDL_BACKUP_HOME/lib/formats.sh"
 source "$KDL_BACKUP_HOME/lib/manifest.sh"
 # shellcheck source=backup/lib/postgres.sh
 source "$KDL_BACKUP_HOME/lib/postgres.sh"
+# shellcheck source=backup/lib/platform.sh
+source "$KDL_BACKUP_HOME/lib/platform.sh"
 # shellcheck source=backup/lib/registry.sh
 source "$KDL_BACKUP_HOME/lib/registry.sh"
 # shellcheck source=backup/lib/sets.sh
@@ -50,9 +55,12 @@ YES=false
 FORCE=false
 ALLOW_PARTIAL=false
 OUTPUT_DIR=""
+TARGET_DIR=""
 JSON=false
 FORCE_CONFLICTS=""
 ARGS=()
+STEPS=()
+declare -A KDL_STEP_ONLY=()
 VERIFIED_COUNT=0 VERIFIED_BYTES=0 VERIFIED_UNREAD=0 VERIFIED_CHECKS=""
 VERIFY_REPORT=false
 VERIFY_CHECKED=()
@@ -141,7 +149,7 @@ setup_env() {
 }
 
 # parse_options ARG...: flags into globals, positionals into ARGS.
-# shellcheck disable=SC2034  # OUTPUT_DIR, FORCE and FORCE_CONFLICTS are read by the components' restore steps
+# shellcheck disable=SC2034  # OUTPUT_DIR, TARGET_DIR, FORCE and FORCE_CONFLICTS are read by the components' restore steps
 parse_options() {
   ARGS=()
   while (($#)); do
@@ -150,6 +158,8 @@ parse_options() {
       --identity=*) IDENTITY=${1#*=} ;;
       --output) (($# > 1)) || die "$EX_USAGE" "--output needs a DIR"; OUTPUT_DIR=$2; shift ;;
       --output=*) OUTPUT_DIR=${1#*=} ;;
+      --target) (($# > 1)) || die "$EX_USAGE" "--target needs a DIR"; TARGET_DIR=$2; shift ;;
+      --target=*) TARGET_DIR=${1#*=} ;;
       --dry-run) DRY_RUN=true ;;
       --yes) YES=true ;;
       --force) FORCE=true; FORCE_CONFLICTS=1 ;;
@@ -199,7 +209,8 @@ cmd_show() {
     "encryption: \(if .encryption == null then "none" else "\(.encryption.type) to \(.encryption.recipients | length) recipient(s)" end)",
     "tools:      \(.tools | to_entries | map("\(.key) \(.value)") | join(", "))"' "$MANIFEST"
   local name status seconds error details
-  while IFS=$'\t' read -r name status seconds error details; do
+  # A unit separator, not a tab: IFS whitespace would merge an empty error field into the next.
+  while IFS=$'\x1f' read -r name status seconds error details; do
     printf '\n%s: %s in %ss%s\n' "$name" "$status" "$seconds" "${error:+ (error: $error)}"
     jq -r --arg c "$name" '.components[] | select(.name == $c) | .objects[]
       | "  \(.key)  \(.bytes) bytes  sha256 \(.sha256[0:16])…  \(.format)\(if .encrypted then "  encrypted" else "" end)\(if .verified then "  verified" else "" end)"' "$MANIFEST"
@@ -210,7 +221,7 @@ cmd_show() {
         printf '  details: %s\n' "$details"
       fi
     fi
-  done < <(jq -r '.components[] | [.name, .status, (.seconds | tostring), (.error // ""), (.details | tojson)] | @tsv' "$MANIFEST")
+  done < <(jq -r '.components[] | [.name, .status, (.seconds | tostring), (.error // "" | gsub("[\u001f\n]"; " ")), (.details | tojson)] | join("\u001f")' "$MANIFEST")
 }
 
 # check_age: `verify latest` fails when the set finished more than BACKUP_VERIFY_MAX_AGE_HOURS ago
@@ -262,16 +273,28 @@ cmd_verify() {
   done
 }
 
-# expand_components NAME...: the steps to run, in restore order: a component stands for all its steps,
-# `all` for every step.
+# expand_components NAME...: STEPS, the steps to run, in restore order: a component stands for all its steps,
+# `all` for every step, COMPONENT:PART for the objects of one database or volume (KDL_STEP_ONLY).
 expand_components() {
   local -A want=()
-  local c s
+  local c s part
+  STEPS=()
   for c in "$@"; do
+    part=""
+    if [[ "$c" == *:* ]]; then
+      part=${c#*:}
+      c=${c%%:*}
+      if ! kdl_is_component "$c" || [[ ! "$part" =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$ ]]; then
+        die "$EX_USAGE" "unknown component: $c:$part (COMPONENT:NAME takes a component and one of its databases or volumes)"
+      fi
+    fi
     if [[ "$c" == all ]]; then
       for s in "${KDL_RESTORE_STEPS[@]}"; do want[$s]=1; done
     elif kdl_is_component "$c"; then
-      while IFS= read -r s; do want[$s]=1; done < <(kdl_component_steps "$c")
+      while IFS= read -r s; do
+        want[$s]=1
+        [[ -z "$part" ]] || KDL_STEP_ONLY[$s]+="$part "
+      done < <(kdl_component_steps "$c")
     elif [[ -n "${KDL_STEP_COMPONENT[$c]+set}" ]] && kdl_step_has "$c" alone; then
       want[$c]=1
     else
@@ -279,7 +302,7 @@ expand_components() {
     fi
   done
   for s in "${KDL_RESTORE_STEPS[@]}"; do
-    [[ -z "${want[$s]+set}" ]] || echo "$s"
+    [[ -z "${want[$s]+set}" ]] || STEPS+=("$s")
   done
 }
 
@@ -303,16 +326,26 @@ step_is_live() {
   if kdl_has_fn "${name}_is_live"; then "${name}_is_live" "$1"; else return 0; fi
 }
 
+# set_platform: the platform the restore works for: BACKUP_PLATFORM when it says kdl5 or kdl6, else the set's
+# (KDL 5 for sets written before the manifest recorded it).
+set_platform() {
+  case "${BACKUP_PLATFORM:-auto}" in
+    kdl5 | kdl6) KDL_PLATFORM=$BACKUP_PLATFORM ;;
+    auto) KDL_PLATFORM=$(jq -r '.platform // "kdl5"' "$MANIFEST") ;;
+    *) die "$EX_USAGE" "BACKUP_PLATFORM must be auto, kdl5 or kdl6 (got '$BACKUP_PLATFORM')" ;;
+  esac
+}
+
 # cmd_restore: plan, verify every needed object, then (with --yes) restore each step in order.
 cmd_restore() {
   ((${#ARGS[@]} >= 2)) || die "$EX_USAGE" "usage: restore.sh restore COMPONENT... ID|latest [--identity FILE] [--dry-run] [--yes]"
-  local id=${ARGS[-1]} steps=() step active=() live=false
-  expand_components "${ARGS[@]:0:${#ARGS[@]}-1}" >/dev/null
-  mapfile -t steps < <(expand_components "${ARGS[@]:0:${#ARGS[@]}-1}")
-  ((${#steps[@]})) || die "$EX_USAGE" "no component given"
+  local id=${ARGS[-1]} step active=() live=false
+  expand_components "${ARGS[@]:0:${#ARGS[@]}-1}"
+  ((${#STEPS[@]})) || die "$EX_USAGE" "no component given"
   resolve_set "$id" "$ALLOW_PARTIAL"
+  set_platform
   : >"$WORK/needed.tsv"
-  for step in "${steps[@]}"; do
+  for step in "${STEPS[@]}"; do
     if step_objects "$step" "$ALLOW_PARTIAL"; then
       active+=("$step")
       cat "$WORK/steps/$step.tsv" >>"$WORK/needed.tsv"

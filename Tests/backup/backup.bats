@@ -322,6 +322,20 @@ in_script() {
   refute grep -q '^pg_dump --format' "$STUB_LOG"
 }
 
+@test "BACKUP_PLATFORM=auto asks k8s-export --served which KDLProject is served, and says what it chose" {
+  unset BACKUP_PLATFORM
+  run -0 --separate-stderr "$BACKUP_SH" --preflight
+  assert_equal "$(grep -c -- '--served kdlprojects.v1.kdl.konstellation.io kdlprojects.v1.project.konstellation.io$' "$STUB_LOG")" 1
+  # The stub prints YAML, not "RESOURCE served": neither generation is found, KDL 5's defaults apply.
+  assert_regex "$stderr" 'platform=kdl5 reason="BACKUP_PLATFORM=auto: the API server serves neither kdlprojects.v1.kdl.konstellation.io nor kdlprojects.v1.project.konstellation.io; KDL 5.s defaults"'
+  STUB_K8S_EXIT=77 run -77 --separate-stderr "$BACKUP_SH" --preflight
+  assert_regex "$stderr" 'platform=kdl5 reason="BACKUP_PLATFORM=auto: the API server could not be asked \(k8s-export exit 77'
+  BACKUP_PLATFORM=kdl6 run -0 --separate-stderr "$BACKUP_SH" --preflight
+  assert_regex "$stderr" 'components="mongodb mlflow kubernetes"'
+  assert_regex "$stderr" 'platform=kdl6 reason="BACKUP_PLATFORM=kdl6"'
+  assert_regex "$stderr" 'check=kubernetes result=ok namespace=kdl resources="kdlprojects.v1.kdl.konstellation.io kdlusertools.v1.kdl.konstellation.io secrets"'
+}
+
 @test "--preflight: a source down is 69, a forbidden API server 77" {
   STUB_PG_DOWN=1 run -69 "$BACKUP_SH" --preflight
   STUB_K8S_EXIT=77 run -77 --separate-stderr "$BACKUP_SH" --preflight

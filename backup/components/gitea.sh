@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Summary: component gitea (KDL 5): Gitea's PostgreSQL database (pg_dump -Fc) and its /data volume
+# Summary: component gitea (KDL 5; in the default selection on KDL 5 only): Gitea's PostgreSQL database (pg_dump -Fc) and its /data volume
 #          minus the rebuildable and host-specific folders (tar | zstd).
 #
 # Environment: PG* (libpq; PGDATABASE default gitea), BACKUP_PG_DUMP_COMPRESS, GITEA_DATA_DIR,
@@ -15,7 +15,6 @@ kdl_restore_step gitea-data gitea 30 '^gitea/data\.tar\.zst(\.age)?$' '' require
 
 GITEA_DIR=""
 GITEA_EXCLUDES=()
-PG_DUMP_COMPRESS=$KDL_DEFAULT_PG_DUMP_COMPRESS
 
 # gitea_config SELECTED: GITEA_DIR, GITEA_EXCLUDES, PGDATABASE, PG_DUMP_COMPRESS (64 when unusable).
 gitea_config() {
@@ -30,11 +29,12 @@ gitea_config() {
   done < <(kdl_words "${GITEA_DATA_EXCLUDE-$KDL_DEFAULT_GITEA_DATA_EXCLUDE}")
   export PGDATABASE=${PGDATABASE:-$KDL_DEFAULT_PGDATABASE}
   export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-$KDL_DEFAULT_PGCONNECT_TIMEOUT}
-  PG_DUMP_COMPRESS=${BACKUP_PG_DUMP_COMPRESS:-$KDL_DEFAULT_PG_DUMP_COMPRESS}
-  if [[ ! "$PG_DUMP_COMPRESS" =~ ^([0-9]|(none|gzip|lz4|zstd)(:[A-Za-z0-9=,_-]+)?)$ ]]; then
-    KDL_CONFIG_ERROR="BACKUP_PG_DUMP_COMPRESS '$PG_DUMP_COMPRESS' is not a pg_dump --compress value (0-9, or gzip|lz4|zstd[:LEVEL] with pg_dump 16+)"
-    return "$EX_USAGE"
-  fi
+  pg_load_compress
+}
+
+# gitea_configured: Gitea is KDL 5's.
+gitea_configured() {
+  [[ "$KDL_PLATFORM" == kdl5 ]]
 }
 
 # gitea_preflight: the database answers, with a pg_dump new enough and able to compress as configured
@@ -104,28 +104,14 @@ gitea_apply() {
   esac
 }
 
-# gitea_plan_db: what pg_restore will drop and recreate; a database to create needs CREATEDB, checked here
-# so that a dry run fails as the real run would (77).
+# gitea_plan_db: what pg_restore will drop and recreate (77 now when the database must be created and may not be).
 gitea_plan_db() {
-  local exists tables
-  exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
-  if [[ "$exists" == 1 ]]; then
-    tables=$(psql -X -q -t -A -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema')" </dev/null 2>/dev/null || echo '?')
-    echo "plan: gitea-db: database $(pg_target) exists ($tables tables): pg_restore --clean --if-exists --no-owner drops and recreates every object of the dump"
-  else
-    pg_require_createdb
-    echo "plan: gitea-db: create database $PGDATABASE on ${PGHOST:-localhost}:${PGPORT:-5432}, then pg_restore --no-owner into it"
-  fi
+  pg_plan_restore gitea-db
 }
 
 # gitea_apply_db: creates the database when missing, then pg_restore --clean --if-exists --no-owner.
 gitea_apply_db() {
-  local exists
-  exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
-  if [[ "$exists" != 1 ]]; then
-    pg_admin_sql <<<'CREATE DATABASE :"db";' >/dev/null
-    log info "created database" database="$PGDATABASE"
-  fi
+  pg_create_if_missing
   restore_each_object gitea-db pg_restore_into
 }
 

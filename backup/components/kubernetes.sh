@@ -2,8 +2,8 @@
 # Summary: component kubernetes: the objects KDL's API creates at run time (custom resources, per-user
 #          Secrets), exported by k8s-export as clean YAML, one file per resource.
 #
-# Environment: K8S_NAMESPACE (default: the service account's, else kdl), K8S_RESOURCES,
-#              K8S_SECRET_NAME_REGEX, K8S_SERVER, K8S_TOKEN_FILE, K8S_CA_FILE.
+# Environment: K8S_NAMESPACE (default: the service account's, else kdl), K8S_RESOURCES and
+#              K8S_SECRET_NAME_REGEX (defaults by platform: lib/platform.sh), K8S_SERVER, K8S_TOKEN_FILE, K8S_CA_FILE.
 # Objects:     kubernetes/<plural>.yaml.zst (yaml+zstd).
 # Restore:     k8s-secrets first of all (kubectl apply --server-side), k8s-resources last (so the
 #              operators rebuild onto restored data); with --output DIR the YAML is written, not applied.
@@ -23,8 +23,8 @@ SECRET_REGEX=""
 kubernetes_config() {
   local word plural seen=" "
   K8S_NS=$(kdl_k8s_namespace)
-  mapfile -t K8S_RES < <(kdl_words "${K8S_RESOURCES:-$KDL_DEFAULT_K8S_RESOURCES}")
-  SECRET_REGEX=${K8S_SECRET_NAME_REGEX-$KDL_DEFAULT_K8S_SECRET_NAME_REGEX}
+  mapfile -t K8S_RES < <(kdl_words "${K8S_RESOURCES:-$(kdl_platform_default K8S_RESOURCES)}")
+  SECRET_REGEX=${K8S_SECRET_NAME_REGEX-$(kdl_platform_default K8S_SECRET_NAME_REGEX)}
   if [[ -n "$SECRET_REGEX" && " ${K8S_RES[*]} " != *" secrets "* ]]; then K8S_RES+=(secrets); fi
   for word in "${K8S_RES[@]}"; do
     plural=${word%%.*}
@@ -34,10 +34,7 @@ kubernetes_config() {
     fi
     seen+="$plural "
   done
-  K8S_CONN=()
-  [[ -n "${K8S_SERVER:-}" ]] && K8S_CONN+=(--server "$K8S_SERVER")
-  [[ -n "${K8S_TOKEN_FILE:-}" ]] && K8S_CONN+=(--token-file "$K8S_TOKEN_FILE")
-  [[ -n "${K8S_CA_FILE:-}" ]] && K8S_CONN+=(--ca-file "$K8S_CA_FILE")
+  mapfile -t K8S_CONN < <(kdl_k8s_connection_args)
   return 0
 }
 

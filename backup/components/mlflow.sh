@@ -14,6 +14,7 @@ kdl_component mlflow 30
 kdl_restore_step mlflow mlflow 50 '^mlflow/[^/]+/(mlflow\.db|artifacts\.tar)\.zst(\.age)?$'
 
 MLFLOW_DIR=""
+MLFLOW_SCAN_NS=()
 MLFLOW_OWNER=$KDL_DEFAULT_MLFLOW_OWNER
 SNAP_FILE=""
 SNAP_ERROR=""
@@ -55,7 +56,7 @@ snapshot_store() {
   SNAP_FILE="" SNAP_ERROR=""
   rm -rf -- "$WORK/snapshot" && mkdir -p "$WORK/snapshot"
   # --check none: produce_checked_snapshot checks the copy while it uploads it.
-  kdl_run_job mlflow-scan --max-depth 0 --check none --snapshot "$WORK/snapshot" "${path%/*}" >"$report" \
+  kdl_run_job mlflow-scan "${MLFLOW_SCAN_NS[@]}" --max-depth 0 --check none --snapshot "$WORK/snapshot" "${path%/*}" >"$report" \
     2>"$COMPONENT_DIR/snapshot.err" || return 1
   # The usual case without a jq process: mlflow-scan renames a copy into place once written.
   json=$(<"$report")
@@ -124,7 +125,8 @@ mlflow_backup() {
     component_error "mlflow-scan: skipped: $error"
     return 0
   fi
-  if ! kdl_run_job mlflow-scan "$MLFLOW_DIR" >"$COMPONENT_DIR/scan.json" 2>"$COMPONENT_DIR/scan.err"; then
+  mlflow_namespaces
+  if ! kdl_run_job mlflow-scan "${MLFLOW_SCAN_NS[@]}" "$MLFLOW_DIR" >"$COMPONENT_DIR/scan.json" 2>"$COMPONENT_DIR/scan.err"; then
     component_error "mlflow-scan: $(kdl_tail_text "$COMPONENT_DIR/scan.err" 2)"
     return 0
   fi
@@ -188,22 +190,36 @@ mlflow_projects() {
 mlflow_scan_target() {
   [[ -f "$WORK/mlflow-target.tsv" ]] && return 0
   local status=0
-  mlflow-scan "$MLFLOW_DIR" >"$WORK/mlflow-scan.json" 2>"$WORK/mlflow-scan.err" || status=$?
+  mlflow_namespaces
+  mlflow-scan "${MLFLOW_SCAN_NS[@]}" "$MLFLOW_DIR" >"$WORK/mlflow-scan.json" 2>"$WORK/mlflow-scan.err" || status=$?
   ((status == 0)) || die "$status" "mlflow-scan $MLFLOW_DIR failed: $(tool_error_line "$WORK/mlflow-scan.err")"
   jq -r '.stores[] | select(.project != null and .path != null) | [.project, (.path | sub("/mlflow\\.db$"; ""))] | @tsv' \
     "$WORK/mlflow-scan.json" >"$WORK/mlflow-target.tsv" || die "$EX_IOERR" "mlflow-scan printed something unexpected"
 }
 
+# mlflow_namespaces: MLFLOW_SCAN_NS, mlflow-scan's --namespace flags for KDL 6's claim folders (none on KDL 5).
+mlflow_namespaces() {
+  local ns
+  MLFLOW_SCAN_NS=()
+  ns=$(kdl_mlflow_namespaces)
+  [[ -z "$ns" ]] || MLFLOW_SCAN_NS=(--namespace "$ns")
+}
+
 # mlflow_claim_folder PROJECT: the one folder under MLFLOW_ROOT named for PROJECT's claim
-# (kdl-<project>-mlflow-claim-pvc-<uid>: a new cluster gives the claim a new uid) that has no store yet;
-# empty when there is none or more than one.
+# (KDL 5: kdl-<project>-mlflow-claim-pvc-<uid>; KDL 6: <ns>-<project>-mlflow-pvc-<uid>: a new cluster gives
+# the claim a new uid) that has no store yet; empty when there is none or more than one.
 mlflow_claim_folder() {
-  local project=$1 dir found=()
-  for dir in "$MLFLOW_DIR"/kdl-"$project"-mlflow-claim-pvc-*/; do
+  local project=$1 dir found=() ns pattern=()
+  ns=$(kdl_mlflow_namespaces)
+  pattern=("$MLFLOW_DIR"/kdl-"$project"-mlflow-claim-pvc-*/)
+  [[ -z "$ns" ]] || pattern+=("$MLFLOW_DIR/$ns-$project"-mlflow-pvc-*/)
+  for dir in "${pattern[@]}"; do
     [[ -d "$dir" ]] || continue
     dir=${dir%/}
-    [[ "${dir##*/}" =~ ^kdl-(.+)-mlflow-claim-pvc-[0-9A-Za-z-]+$ && "${BASH_REMATCH[1]}" == "$project" ]] || continue
-    [[ -e "$dir/mlflow.db" ]] || found+=("$dir")
+    if [[ "${dir##*/}" =~ ^kdl-(.+)-mlflow-claim-pvc-[0-9A-Za-z-]+$ && "${BASH_REMATCH[1]}" == "$project" ]] ||
+      [[ -n "$ns" && "${dir##*/}" == "$ns-$project-mlflow-pvc-"* && "${dir##*/}" =~ -mlflow-pvc-[0-9A-Za-z-]+$ ]]; then
+      [[ -e "$dir/mlflow.db" ]] || found+=("$dir")
+    fi
   done
   ((${#found[@]} == 1)) && printf '%s\n' "${found[0]}"
   return 0

@@ -3,7 +3,7 @@
 #          mongodump archive, read back by mongorestore --dryRun while it uploads.
 #
 # Environment: MONGO_URI (required; handed to the tools in a --config file, never on a command line),
-#              MONGO_DATABASES.
+#              MONGO_DATABASES (kdl admin on KDL 5, kdl on KDL 6).
 # Objects:     mongodb/<db>.archive.gz (mongodump-archive+gzip).
 # Restore:     mongodb (mongorestore --drop of every archive into MONGO_URI).
 # shellcheck disable=SC2034  # globals read by tests and by the other functions of this file
@@ -15,7 +15,7 @@ MONGO_DBS=()
 
 # mongodb_config SELECTED: MONGO_DBS; MONGO_URI is required when selected (64).
 mongodb_config() {
-  mapfile -t MONGO_DBS < <(kdl_words "${MONGO_DATABASES:-$KDL_DEFAULT_MONGO_DATABASES}")
+  mapfile -t MONGO_DBS < <(kdl_words "${MONGO_DATABASES:-$(kdl_platform_default MONGO_DATABASES)}")
   if [[ "$1" == true && -z "${MONGO_URI:-}" ]]; then
     KDL_CONFIG_ERROR="MONGO_URI is required to back up mongodb (or leave mongodb out of BACKUP_COMPONENTS)"
     return "$EX_USAGE"

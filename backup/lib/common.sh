@@ -32,13 +32,13 @@ kdl_register_secret() {
 }
 
 # kdl_register_env_secrets: registers the secret-bearing variables the jobs read (AWS keys,
-# database passwords, connection strings, notification URLs, SMTP password, webhook secret)
+# database passwords (PGPASSWORD, every PG_<NAME>_PASSWORD), connection strings, notification URLs, SMTP password, webhook secret)
 # and the password part of any URI among them.
 kdl_register_env_secrets() {
   local name value password
-  for name in AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN PGPASSWORD MONGO_URI \
+  for name in AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN PGPASSWORD MONGO_URI MINIO_SECRET_ACCESS_KEY \
     NOTIFY_SLACK_WEBHOOK_URL NOTIFY_WEBHOOK_URL NOTIFY_WEBHOOK_SECRET NOTIFY_SMTP_URL \
-    NOTIFY_SMTP_PASSWORD NOTIFY_PUSHGATEWAY_URL NOTIFY_HEALTHCHECK_URL; do
+    NOTIFY_SMTP_PASSWORD NOTIFY_PUSHGATEWAY_URL NOTIFY_HEALTHCHECK_URL $(compgen -v | grep -E '^PG_[A-Z0-9_]+_PASSWORD$'); do
     value=${!name:-}
     [[ -n "$value" ]] || continue
     kdl_register_secret "$value"

@@ -3,7 +3,7 @@
 #          components' entries, last; restore.sh checks every manifest it reads against the schema.
 # Usage: source lib/common.sh first.
 #
-# Globals read: WORK BACKUP_ID STARTED_AT KDL_COMPONENTS KDL_RECIPIENTS S3PUT_OPTS.
+# Globals read: WORK BACKUP_ID STARTED_AT KDL_COMPONENTS KDL_PLATFORM KDL_RECIPIENTS S3PUT_OPTS.
 
 KDL_MANIFEST_SCHEMA="$(dirname "${BASH_SOURCE[0]}")/../manifest.schema.json"
 KDL_SCHEMA_JQ="$(dirname "${BASH_SOURCE[0]}")/schema.jq"
@@ -66,11 +66,13 @@ write_manifest() {
   if encrypted; then
     encryption=$(jq -nc '{type: "age", recipients: $ARGS.positional}' --args "${KDL_RECIPIENTS[@]}")
   fi
-  for name in "${KDL_COMPONENTS[@]}"; do components+=("$WORK/components/$name/component.json"); done
-  jq -n --arg id "$BACKUP_ID" --arg started "$STARTED_AT" --arg finished "$(kdl_utc_iso)" --arg status "$status" \
+  for name in "${KDL_COMPONENTS[@]}"; do
+    [[ ! -f "$WORK/components/$name/component.json" ]] || components+=("$WORK/components/$name/component.json")
+  done
+  jq -n --arg id "$BACKUP_ID" --arg platform "$KDL_PLATFORM" --arg started "$STARTED_AT" --arg finished "$(kdl_utc_iso)" --arg status "$status" \
     --argjson encryption "$encryption" --argjson tools "$(tools_json)" --slurpfile components <(cat "${components[@]}") \
     '{format: "kdl-backup/v1", id: $id, startedAt: $started, finishedAt: $finished, status: $status,
-      encryption: $encryption, tools: $tools, components: $components}' >"$file"
+      platform: $platform, encryption: $encryption, tools: $tools, components: $components}' >"$file"
 }
 
 # upload_manifest FILE: manifest.json, last, unencrypted (it holds counts and checksums, no data).

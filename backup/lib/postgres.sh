@@ -1,12 +1,25 @@
 # shellcheck shell=bash
 # Summary: PostgreSQL for the components that dump and restore a database: the preflight check,
 #          the maintenance-database SQL of a restore, pg_restore, and the exit status a failure deserves.
+# shellcheck disable=SC2034  # PG_DUMP_COMPRESS and KDL_CONFIG_ERROR are read by the components
 # Usage: source lib/common.sh first. Connections come from libpq's PG* variables (the password from
 #        PGPASSWORD, never an argument).
 
 # major_of VERSION: the major version number in a PostgreSQL version string (15.4 → 15, 9.6.1 → 9).
 major_of() {
   [[ "$1" =~ ([0-9]+)(\.[0-9]+)? ]] && printf '%s' "${BASH_REMATCH[1]}"
+}
+
+PG_DUMP_COMPRESS=$KDL_DEFAULT_PG_DUMP_COMPRESS
+
+# pg_load_compress: PG_DUMP_COMPRESS from BACKUP_PG_DUMP_COMPRESS (every dump of the run); sets
+# KDL_CONFIG_ERROR and returns 64 when pg_dump could not take it.
+pg_load_compress() {
+  PG_DUMP_COMPRESS=${BACKUP_PG_DUMP_COMPRESS:-$KDL_DEFAULT_PG_DUMP_COMPRESS}
+  if [[ ! "$PG_DUMP_COMPRESS" =~ ^([0-9]|(none|gzip|lz4|zstd)(:[A-Za-z0-9=,_-]+)?)$ ]]; then
+    KDL_CONFIG_ERROR="BACKUP_PG_DUMP_COMPRESS '$PG_DUMP_COMPRESS' is not a pg_dump --compress value (0-9, or gzip|lz4|zstd[:LEVEL] with pg_dump 16+)"
+    return "$EX_USAGE"
+  fi
 }
 
 # pg_target: "host:port/db" for plans and errors.
@@ -91,6 +104,31 @@ pg_require_createdb() {
   local can
   can=$(pg_admin_sql <<<"SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user;")
   [[ "$can" == t ]] || die "$EX_NOPERM" "PostgreSQL at $(pg_target) refused us: permission denied to create database (role ${PGUSER:-$(id -un)} has no CREATEDB: create the database first, owned by that role, or grant it CREATEDB)"
+}
+
+# pg_plan_restore LABEL: the plan line of restoring into PGDATABASE: what pg_restore will drop and recreate, or the
+# database to create; a database to create needs CREATEDB, checked here so that a dry run fails as the real run
+# would (77).
+pg_plan_restore() {
+  local exists tables
+  exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
+  if [[ "$exists" == 1 ]]; then
+    tables=$(psql -X -q -t -A -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema')" </dev/null 2>/dev/null || echo '?')
+    echo "plan: $1: database $(pg_target) exists ($tables tables): pg_restore --clean --if-exists --no-owner drops and recreates every object of the dump"
+  else
+    pg_require_createdb
+    echo "plan: $1: create database $PGDATABASE on ${PGHOST:-localhost}:${PGPORT:-5432}, then pg_restore --no-owner into it"
+  fi
+}
+
+# pg_create_if_missing: creates PGDATABASE when it does not exist.
+pg_create_if_missing() {
+  local exists
+  exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
+  if [[ "$exists" != 1 ]]; then
+    pg_admin_sql <<<'CREATE DATABASE :"db";' >/dev/null
+    log info "created database" database="$PGDATABASE" server="${PGHOST:-localhost}:${PGPORT:-5432}"
+  fi
 }
 
 # pg_restore_into: stdin (a pg_dump -Fc stream) restored into PGDATABASE in one transaction.

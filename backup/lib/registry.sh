@@ -17,6 +17,9 @@
 #   NAME_plan STEP         NAME_apply STEP                         (restore.sh)
 #   NAME_describe DETAILS_JSON (optional: `restore.sh show`)   NAME_verify (optional: `restore.sh verify`)
 #   NAME_is_live STEP (optional: false when the step only writes files)
+#   NAME_configured (optional: false when the environment does not configure the component, e.g. no
+#                    database listed, or another platform's; such a component is neither in the default
+#                    selection nor in the manifest, unless BACKUP_COMPONENTS names it)
 # shellcheck disable=SC2034  # KDL_* globals are read by the scripts that source this file
 
 KDL_COMPONENTS=()
@@ -89,4 +92,9 @@ kdl_is_component() {
 # kdl_has_fn NAME: true when the function NAME is defined (the interface's optional parts).
 kdl_has_fn() {
   declare -F "$1" >/dev/null
+}
+
+# kdl_component_configured NAME: true unless the component says the environment leaves it out.
+kdl_component_configured() {
+  if kdl_has_fn "$1_configured"; then "$1_configured"; else return 0; fi
 }

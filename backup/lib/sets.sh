@@ -248,12 +248,30 @@ step_objects() {
     return 1
   fi
   objects_tsv "$comp" | awk -F'\t' -v re="${KDL_STEP_INCLUDE[$step]}" -v ex="${KDL_STEP_EXCLUDE[$step]}" \
-    '$2 ~ re && (ex == "" || $2 !~ ex)' >"$file"
+    -v only="${KDL_STEP_ONLY[$step]:-}" -v comp="$comp" '
+      BEGIN { n = split(only, parts, " ") }
+      function wanted(key,   i, p) {
+        if (n == 0) return 1
+        for (i = 1; i <= n; i++) { p = comp "/" parts[i]; if (index(key, p ".") == 1 || index(key, p "/") == 1) return 1 }
+        return 0
+      }
+      $2 ~ re && (ex == "" || $2 !~ ex) && wanted($2)' >"$file"
+  local part
+  for part in ${KDL_STEP_ONLY[$step]:-}; do
+    grep -qE "^[^	]*	${comp}/${part}[./]" "$file" || die "$EX_NOINPUT" "set $SET_ID has no $comp:$part (it has: $(objects_tsv "$comp" | cut -f2 | sed -E "s#^$comp/##; s#(\.age)?\$##" | paste -sd ' ' -))"
+  done
   if [[ ! -s "$file" ]]; then
     kdl_step_has "$step" required && die "$EX_NOINPUT" "set $SET_ID has no object for $step"
     log warn "nothing to restore" step="$step"
     return 1
   fi
+}
+
+# member_name KEY DIR SUFFIX: NAME in the key DIR/NAME.SUFFIX[.age] (one database or volume of a set).
+member_name() {
+  local name=${1#"$2"/}
+  name=${name%.age}
+  printf '%s' "${name%."$3"}"
 }
 
 # step_objects_of STEP: the step's objects (step_objects' TSV lines) on stdout.

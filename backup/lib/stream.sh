@@ -182,6 +182,31 @@ details_merge_file() {
   return 0
 }
 
+# details_nest GROUP STEP EXTRA_JSON: moves details.STEP (an object's check report) to details.GROUP.STEP,
+# merged with EXTRA_JSON (a component of several objects of one kind: databases, volumes).
+details_nest() {
+  local merged
+  merged=$(jq -c --arg g "$1" --arg s "$2" --argjson extra "$3" \
+    '.[$g][$s] = ((.[$g][$s] // {}) + $extra + (if .[$s] | type == "object" then .[$s] else {} end)) | del(.[$s])' \
+    "$COMPONENT_DIR/details.json") && printf '%s\n' "$merged" >"$COMPONENT_DIR/details.json"
+}
+
+# put_member GROUP NAME INFO_JSON CHECK_KEY KEY FORMAT PRODUCER...: one object of a component made of several of
+# one kind (a database, a volume): an error of the component when its preflight check CHECK_KEY failed, else
+# streamed and checked as FORMAT; details.GROUP.NAME gets INFO_JSON and `stored`. The others still run.
+put_member() {
+  local group=$1 name=$2 info=$3 check_key=$4 key=$5 format=$6 error stored=false
+  shift 6
+  error=$(check_error "$check_key")
+  if [[ -n "$error" ]]; then
+    component_error "$name: skipped: $error"
+  else
+    object_start "$name" "$key" "$format" check "$@"
+    if object_finish "$name"; then stored=true; fi
+  fi
+  details_nest "$group" "$name" "$(jq -c --argjson stored "$stored" '. + {stored: $stored}' <<<"$info")"
+}
+
 # produce_tar DIR [--exclude=...] PATH...: a tar stream of PATHs under DIR, names sorted,
 # numeric owners; "file changed as we read it" (tar's status 1 on a live volume) is a warning.
 produce_tar() {

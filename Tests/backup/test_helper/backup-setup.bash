@@ -25,6 +25,9 @@ _backup_setup() {
   export MONGO_URI='mongodb://kdl:m0ngo-pass-123@127.0.0.1:27017/admin'
   export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=gitea PGPASSWORD='pg-pass-456'
   export K8S_SERVER=https://127.0.0.1:6443 K8S_TOKEN_FILE="$BATS_TEST_TMPDIR/token"
+  # KDL 5 as configured before BACKUP_PLATFORM existed: no discovery call among the stubbed commands
+  # (auto is tested by itself below and against the API double in Tests/e2e/test_platforms.py).
+  export BACKUP_PLATFORM=kdl5
   export STUB_SECRET_VALUE='c3NoLXByaXZhdGUta2V5LXZhbHVl'
   echo 'token-abc-789' >"$K8S_TOKEN_FILE"
 }
@@ -34,7 +37,8 @@ _clean_env() {
   local name
   for name in BUCKET_NAME BACKUP_S3_PREFIX BACKUP_S3_SSE BACKUP_S3_STORAGE_CLASS BACKUP_COMPONENTS \
     GITEA_DATA_EXCLUDE PGDATABASE MONGO_DATABASES K8S_NAMESPACE K8S_RESOURCES K8S_SECRET_NAME_REGEX \
-    K8S_CA_FILE BACKUP_AGE_RECIPIENTS BACKUP_REQUIRE_ENCRYPTION BACKUP_KEEP_LAST BACKUP_KEEP_DAYS; do
+    K8S_CA_FILE BACKUP_AGE_RECIPIENTS BACKUP_REQUIRE_ENCRYPTION BACKUP_KEEP_LAST BACKUP_KEEP_DAYS \
+    BACKUP_POSTGRES_DATABASES BACKUP_VOLUMES; do
     unset "$name"
   done
 }
