@@ -292,8 +292,8 @@ def _render_file(chart, stem: str) -> tuple[dict, Rendered]:
 def test_defaults(chart):
     _, rendered = _render_file(chart, "defaults")
     assert rendered.names() == [
-        "CronJob/backup", "CronJob/backup-verify", "NetworkPolicy/backup", "Role/backup", "RoleBinding/backup",
-        "Secret/backup-secrets", "ServiceAccount/backup",
+        "CronJob/backup", "CronJob/backup-verify", "NetworkPolicy/backup", "Pod/backup-preflight", "Role/backup",
+        "RoleBinding/backup", "Secret/backup-secrets", "ServiceAccount/backup",
     ]
     cronjob = rendered.get("CronJob", "backup")
     (container,) = pod_spec(cronjob)["containers"]
@@ -303,7 +303,8 @@ def test_defaults(chart):
     assert (env["PGHOST"]["value"], env["PGPORT"]["value"], env["PGDATABASE"]["value"]) == ("postgres", "5432", "gitea")
     assert env["GITEA_DATA_EXCLUDE"]["value"] == "gitea/indexers ssh lost+found"
     assert env["BACKUP_PG_DUMP_COMPRESS"]["value"] == "1"
-    assert env["K8S_SECRET_NAME_REGEX"]["value"] == "-ssh-keys$|^codeserver-oauth2-"
+    assert env["K8S_SECRET_NAME_REGEX"]["value"] == "-ssh-keys$|^codeserver-oauth2-|^kdl-server-oauth2-credentials$|^drone-oauth2-credentials$"
+    assert env["BACKUP_PLATFORM"]["value"] == "auto" and "K8S_RESOURCES" not in env  # the platform's resources
     assert "MONGO_URI" not in env and "mongodb component is enabled but" in rendered.notes
     assert "nothing is mounted at /shared-volume" in rendered.notes
     assert secret_data(rendered.get("Secret", "backup-secrets")) == {
@@ -314,7 +315,48 @@ def test_defaults(chart):
     rules = rendered.get("Role", "backup")["rules"]
     assert {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]} == {
         ("", "secrets"), ("project.konstellation.io", "kdlprojects"), ("kdl.konstellation.io", "usertools"),
+        ("kdl.konstellation.io", "kdlprojects"), ("kdl.konstellation.io", "kdlusertools"),
     }
+
+
+def test_helm_test_hook_runs_the_preflight_with_the_jobs_settings(chart):
+    _, rendered = _render_file(chart, "all-features")
+    hook = rendered.get("Pod", "kdl-backup-preflight")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod_spec(hook)
+    job = pod_spec(rendered.get("CronJob", "kdl-backup"))
+    (container,), (job_container,) = spec["containers"], job["containers"]
+    assert container["command"] == ["/usr/local/bin/backup.sh", "--preflight"]
+    assert (container["env"], container.get("envFrom"), container["volumeMounts"]) == (
+        job_container["env"], job_container.get("envFrom"), job_container["volumeMounts"])
+    assert (spec["volumes"], spec["serviceAccountName"], spec["restartPolicy"]) == (job["volumes"], job["serviceAccountName"], "Never")
+
+
+def test_kdl6_with_keycloak_and_a_volume(chart):
+    rendered = render(chart, {"backup": {
+        "enabled": True, "platform": "kdl6",
+        "postgres": {"databases": [{"name": "keycloak", "host": "keycloak-postgresql.keycloak", "port": 5432, "user": "bn_keycloak",
+                                    "existingSecret": "keycloak-postgresql", "passwordKey": "password"}]},
+        "volumes": [{"name": "drone", "existingClaim": "drone-pvc", "exclude": ["cache", "tmp"]},
+                    {"name": "shared", "hostPath": "/srv/shared"}]}})
+    spec = pod_spec(rendered.get("CronJob", "backup"))
+    env = env_of(spec["containers"][0])
+    plain = {name: entry.get("value") for name, entry in env.items()}
+    assert plain["BACKUP_PLATFORM"] == "kdl6"
+    assert plain["BACKUP_COMPONENTS"] == "mongodb mlflow kubernetes postgres volumes"  # no Gitea on KDL 6
+    assert not {"PGHOST", "PGPASSWORD", "GITEA_DATA_DIR"} & set(env)
+    assert (plain["BACKUP_POSTGRES_DATABASES"], plain["PG_KEYCLOAK_HOST"], plain["PG_KEYCLOAK_PORT"], plain["PG_KEYCLOAK_USER"]) == (
+        "keycloak", "keycloak-postgresql.keycloak", "5432", "bn_keycloak")
+    assert env["PG_KEYCLOAK_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "keycloak-postgresql", "key": "password"}
+    assert "BACKUP_PG_DUMP_COMPRESS" in plain
+    assert plain["BACKUP_VOLUMES"] == "drone=/volumes/drone shared=/volumes/shared"
+    assert plain["BACKUP_VOLUME_DRONE_EXCLUDE"] == "cache tmp" and "BACKUP_VOLUME_SHARED_EXCLUDE" not in plain
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "gitea-data" not in volumes
+    assert volumes["volume-drone"]["persistentVolumeClaim"] == {"claimName": "drone-pvc", "readOnly": True}
+    assert volumes["volume-shared"]["hostPath"] == {"path": "/srv/shared", "type": "Directory"}
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["volume-drone"] == {"name": "volume-drone", "mountPath": "/volumes/drone", "readOnly": True}
 
 
 def test_original_block_keeps_its_names(chart):
@@ -333,7 +375,7 @@ def test_original_block_keeps_its_names(chart):
 
 def test_minimal(chart):
     _, rendered = _render_file(chart, "minimal")
-    assert rendered.names() == ["CronJob/backup", "NetworkPolicy/backup", "Secret/backup-secrets"]
+    assert rendered.names() == ["CronJob/backup", "NetworkPolicy/backup", "Pod/backup-preflight", "Secret/backup-secrets"]
     spec = pod_spec(rendered.get("CronJob", "backup"))
     assert spec["serviceAccountName"] == "default"
     assert spec["automountServiceAccountToken"] is False

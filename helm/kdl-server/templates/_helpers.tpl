@@ -122,7 +122,71 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $enabled = append $enabled $name }}
 {{- end }}
 {{- end }}
+{{- if not (include "kdl-server.giteaEnabled" .) }}{{ $enabled = without $enabled "gitea" }}{{ end }}
+{{- if .Values.backup.postgres.databases }}{{ $enabled = append $enabled "postgres" }}{{ end }}
+{{- if .Values.backup.volumes }}{{ $enabled = append $enabled "volumes" }}{{ end }}
 {{- join " " $enabled }}
+{{- end }}
+
+{{/* Whether Gitea is backed up: enabled, and the platform is not KDL 6 (which has no Gitea): "true" or "". */}}
+{{- define "kdl-server.giteaEnabled" -}}
+{{- if and .Values.backup.components.gitea.enabled (ne .Values.backup.platform "kdl6") }}true{{ end }}
+{{- end }}
+
+{{/* The custom resources the Role grants: backup.kubernetes.resources, else both generations' (the platform's default). */}}
+{{- define "kdl-server.k8sResources" -}}
+{{- if .Values.backup.kubernetes.resources }}
+{{- join " " .Values.backup.kubernetes.resources }}
+{{- else -}}
+kdlprojects.v1.project.konstellation.io usertools.v1alpha1.kdl.konstellation.io kdlprojects.v1.kdl.konstellation.io kdlusertools.v1.kdl.konstellation.io
+{{- end }}
+{{- end }}
+
+{{/* The env of the postgres and volumes components: BACKUP_POSTGRES_DATABASES with PG_<NAME>_*, BACKUP_VOLUMES. */}}
+{{- define "kdl-server.extraComponentsEnv" -}}
+{{- $b := .Values.backup -}}
+{{- with $b.postgres.databases }}
+{{- $names := list }}
+{{- range . }}{{ $names = append $names .name }}{{ end }}
+- name: BACKUP_POSTGRES_DATABASES
+  value: {{ join " " $names | quote }}
+{{- range . }}
+{{- $n := upper .name | replace "-" "_" }}
+{{- with .host }}
+- name: PG_{{ $n }}_HOST
+  value: {{ . | quote }}
+{{- end }}
+{{- with .port }}
+- name: PG_{{ $n }}_PORT
+  value: {{ . | quote }}
+{{- end }}
+{{- with .database }}
+- name: PG_{{ $n }}_DATABASE
+  value: {{ . | quote }}
+{{- end }}
+{{- with .user }}
+- name: PG_{{ $n }}_USER
+  value: {{ . | quote }}
+{{- end }}
+- name: PG_{{ $n }}_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey }}
+{{- end }}
+{{- end }}
+{{- with $b.volumes }}
+{{- $pairs := list }}
+{{- range . }}{{ $pairs = append $pairs (printf "%s=/volumes/%s" .name .name) }}{{ end }}
+- name: BACKUP_VOLUMES
+  value: {{ join " " $pairs | quote }}
+{{- range . }}
+{{- if .exclude }}
+- name: BACKUP_VOLUME_{{ upper .name | replace "-" "_" }}_EXCLUDE
+  value: {{ join " " .exclude | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Whether a MongoDB connection string is configured: "true" or "". */}}
@@ -250,17 +314,22 @@ Called with (dict "path" "backup.resources" "resources" $resources).
 - name: BACKUP_S3_STORAGE_CLASS
   value: {{ . | quote }}
 {{- end }}
+- name: BACKUP_PLATFORM
+  value: {{ $b.platform | quote }}
 - name: BACKUP_COMPONENTS
   value: {{ include "kdl-server.components" . | quote }}
-{{- if $b.components.gitea.enabled }}
+{{- if include "kdl-server.giteaEnabled" . }}
 - name: GITEA_DATA_DIR
   value: /data
 - name: GITEA_DATA_EXCLUDE
   value: {{ join " " $b.gitea.excludes | quote }}
 {{ include "kdl-server.postgresEnv" . }}
+{{- end }}
+{{- if or (include "kdl-server.giteaEnabled" .) $b.postgres.databases }}
 - name: BACKUP_PG_DUMP_COMPRESS
   value: {{ .Values.backup.gitea.postgres.dumpCompress | quote }}
 {{- end }}
+{{- include "kdl-server.extraComponentsEnv" . }}
 {{- if and $b.components.mongodb.enabled (include "kdl-server.mongodbConfigured" .) }}
 {{- $cs := .Values.global.mongodb.connectionString }}
 - name: MONGO_URI
@@ -281,8 +350,10 @@ Called with (dict "path" "backup.resources" "resources" $resources).
 {{- if $b.components.kubernetes.enabled }}
 - name: K8S_NAMESPACE
   value: {{ .Release.Namespace | quote }}
+{{- with $b.kubernetes.resources }}
 - name: K8S_RESOURCES
-  value: {{ join " " $b.kubernetes.resources | quote }}
+  value: {{ join " " . | quote }}
+{{- end }}
 - name: K8S_SECRET_NAME_REGEX
   value: {{ $b.kubernetes.secretNameRegex | quote }}
 {{- end }}
@@ -346,7 +417,8 @@ Called with (dict "root" $ "readOnly" true|false).
 */}}
 {{- define "kdl-server.dataVolumes" -}}
 {{- $b := .root.Values.backup -}}
-{{- if $b.components.gitea.enabled }}
+{{- $ro := .readOnly }}
+{{- if include "kdl-server.giteaEnabled" .root }}
 - name: gitea-data
   persistentVolumeClaim:
     claimName: {{ $b.gitea.existingClaim }}
@@ -365,6 +437,18 @@ Called with (dict "root" $ "readOnly" true|false).
     readOnly: {{ .readOnly }}
 {{- end }}
 {{- end }}
+{{- range $b.volumes }}
+- name: volume-{{ .name }}
+  {{- if .existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .existingClaim }}
+    readOnly: {{ $ro }}
+  {{- else }}
+  hostPath:
+    path: {{ .hostPath }}
+    type: Directory
+  {{- end }}
+{{- end }}
 {{- with $b.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -375,10 +459,16 @@ Called with (dict "root" $ "readOnly" true|false).
 {{- $b := .root.Values.backup -}}
 - name: tmp
   mountPath: /tmp
-{{- if $b.components.gitea.enabled }}
+{{- $ro := .readOnly }}
+{{- if include "kdl-server.giteaEnabled" .root }}
 - name: gitea-data
   mountPath: /data
   readOnly: {{ .readOnly }}
+{{- end }}
+{{- range $b.volumes }}
+- name: volume-{{ .name }}
+  mountPath: /volumes/{{ .name }}
+  readOnly: {{ $ro }}
 {{- end }}
 {{- if and $b.components.mlflow.enabled (or $b.mlflow.hostPath $b.mlflow.existingClaim) }}
 - name: mlflow
@@ -388,4 +478,30 @@ Called with (dict "root" $ "readOnly" true|false).
 {{- with $b.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+Refuses to render into the release that holds the platform: Helm would delete every object of the platform's
+release that this chart does not render. Called with (dict "objects" LIST "release" NAME "namespace" NS), LIST of
+{kind, name, annotations} of the namespace's workloads; this chart renders no Deployment or StatefulSet, so one
+that Helm records as this release's belongs to the platform.
+*/}}
+{{- define "kdl-server.refuseSharedRelease" -}}
+{{- range .objects }}
+{{- if eq (get (.annotations | default dict) "meta.helm.sh/release-name") $.release }}
+{{- fail (printf "release %q already holds the platform (%s %s): installing the backup into it would make Helm delete the platform's objects. Install the backup as its own release: helm upgrade --install kdl-backup ./helm/kdl-server -n %s --set backup.enabled=true ..." $.release .kind .name $.namespace) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace's Deployments and StatefulSets as {kind, name, annotations}, from the API server (empty under helm template). */}}
+{{- define "kdl-server.namespaceWorkloads" -}}
+{{- $found := list }}
+{{- range $kind := list "Deployment" "StatefulSet" }}
+{{- $list := lookup "apps/v1" $kind $.Release.Namespace "" }}
+{{- range (get ($list | default dict) "items" | default list) }}
+{{- $found = append $found (dict "kind" $kind "name" .metadata.name "annotations" (.metadata.annotations | default dict)) }}
+{{- end }}
+{{- end }}
+{{- toJson $found }}
 {{- end }}
