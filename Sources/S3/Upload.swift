@@ -343,7 +343,15 @@ public final class Uploader: @unchecked Sendable {
 
         var createHeaders = options.headers
         if checksums { createHeaders.append(HTTPHeader("x-amz-checksum-algorithm", "CRC32")) }
-        let created = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: createHeaders)
+        // The server registers the upload before its answer arrives: a signal in between must wait for the id.
+        activeUpload.creating()
+        let created: S3Client.CreatedUpload
+        do {
+            created = try client.createMultipartUpload(bucket: location.bucket, key: location.key, headers: createHeaders)
+        } catch {
+            activeUpload.clear()
+            throw error
+        }
         let uploadID = created.id
         // A retried CreateMultipartUpload may have left an upload whose answer was lost: abort it at the end.
         defer { if created.mayHaveStrays { abortStrays(location: location, keeping: uploadID) } }
@@ -501,25 +509,45 @@ public final class Uploader: @unchecked Sendable {
 
 /// The multipart upload a signal handler must abort before the process exits.
 public final class ActiveUpload: @unchecked Sendable {
-    private let lock = NSLock()
+    private let condition = NSCondition()
     private var current: (client: S3Client, location: S3Location, uploadID: String)?
+    private var isCreating = false
+
+    /// A CreateMultipartUpload is in flight: `abortNow` waits for its answer.
+    func creating() {
+        condition.withLock { isCreating = true }
+    }
 
     func set(client: S3Client, location: S3Location, uploadID: String) {
-        lock.withLock { current = (client, location, uploadID) }
+        condition.withLock {
+            current = (client, location, uploadID)
+            isCreating = false
+            condition.broadcast()
+        }
     }
 
     func clear() {
-        lock.withLock { current = nil }
+        condition.withLock {
+            current = nil
+            isCreating = false
+            condition.broadcast()
+        }
     }
 
-    /// One abort attempt (used on SIGTERM/SIGINT); returns whether there was an upload to abort.
+    /// One abort attempt (used on SIGTERM/SIGINT); returns whether there was an upload to abort. While a create is
+    /// in flight it waits up to `createWait` seconds for the upload id, so the upload the server just made is aborted.
     @discardableResult
-    public func abortNow() -> Bool {
-        guard let upload = lock.withLock({ current }) else { return false }
+    public func abortNow(createWait: TimeInterval = 15) -> Bool {
+        let deadline = Date().addingTimeInterval(createWait)
+        let taken: (client: S3Client, location: S3Location, uploadID: String)? = condition.withLock {
+            while isCreating && condition.wait(until: deadline) {}
+            defer { current = nil }
+            return current
+        }
+        guard let upload = taken else { return false }
         let request = S3Request(
             method: "DELETE", bucket: upload.location.bucket, key: upload.location.key, query: [("uploadId", upload.uploadID)])
         _ = try? upload.client.perform("AbortMultipartUpload", request)
-        clear()
         return true
     }
 }

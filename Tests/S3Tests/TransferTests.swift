@@ -52,6 +52,8 @@ final class FakeS3: @unchecked Sendable {
     /// CompleteMultipartUpload answers `<ETag></ETag>`, as Ceph RGW 16 does; HEAD then tells the ETag.
     var emptyCompleteETag = false
     var heads = 0
+    /// Runs after the server has made the upload and before its answer leaves (where a signal can land).
+    var beforeCreateAnswer: (() -> Void)?
 
     lazy var transport = FakeTransport { [unowned self] request, body, sink in try self.answer(request, body, sink) }
 
@@ -75,6 +77,7 @@ final class FakeS3: @unchecked Sendable {
                 _ = uploads.insert("upload-1")
                 checksumAlgorithm = header("x-amz-checksum-algorithm")
             }
+            beforeCreateAnswer?()
             return HTTPResponse(status: 200, body: Data("<R><UploadId>upload-1</UploadId></R>".utf8))
         case ("PUT", _, .some(let number)):
             let part = Int(number) ?? 0
@@ -191,6 +194,31 @@ final class FakeS3: @unchecked Sendable {
         let on = FakeS3()
         _ = try uploader(on).upload(from: MemorySource(data), to: S3Location(bucket: "b", key: "k"))
         #expect(multipart ? on.partChecksums.count == 3 : on.singleChecksum != nil)
+    }
+
+    /// SIGTERM between the server making the upload and its answer arriving: the handler waits for the id and
+    /// aborts that upload, rather than finding nothing to abort and leaving its parts stored.
+    @Test func aSignalDuringTheCreateAbortsTheUploadItMade() throws {
+        let s3 = FakeS3()
+        let up = try uploader(s3)
+        let handled = DispatchSemaphore(value: 0)
+        final class Flag: @unchecked Sendable {
+            let lock = NSLock()
+            var value = false
+        }
+        let found = Flag()
+        s3.beforeCreateAnswer = {
+            Thread.detachNewThread {
+                let aborted = up.activeUpload.abortNow(createWait: 10)
+                found.lock.withLock { found.value = aborted }
+                handled.signal()
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        _ = try? up.upload(from: MemorySource(random(2_500)), to: S3Location(bucket: "b", key: "k"))
+        #expect(handled.wait(timeout: .now() + 10) == .success)
+        #expect(found.lock.withLock { found.value })
+        #expect(s3.aborted.contains("upload-1"))
     }
 
     /// Uploaders add parts in whatever order they get to them; the digest is still of the stream in order.
