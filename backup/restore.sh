@@ -329,11 +329,11 @@ step_is_live() {
 # set_platform: the platform the restore works for: BACKUP_PLATFORM when it says kdl5 or kdl6, else the set's
 # (KDL 5 for sets written before the manifest recorded it).
 set_platform() {
-  case "${BACKUP_PLATFORM:-auto}" in
-    kdl5 | kdl6) KDL_PLATFORM=$BACKUP_PLATFORM ;;
-    auto) KDL_PLATFORM=$(jq -r '.platform // "kdl5"' "$MANIFEST") ;;
-    *) die "$EX_USAGE" "BACKUP_PLATFORM must be auto, kdl5 or kdl6 (got '$BACKUP_PLATFORM')" ;;
-  esac
+  if [[ "${BACKUP_PLATFORM:-auto}" == auto ]]; then
+    KDL_PLATFORM=$(jq -r '.platform // "kdl5"' "$MANIFEST")
+  else
+    kdl_resolve_platform || die "$EX_USAGE" "$KDL_CONFIG_ERROR"
+  fi
 }
 
 # cmd_restore: plan, verify every needed object, then (with --yes) restore each step in order.

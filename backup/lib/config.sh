@@ -20,9 +20,7 @@ readonly KDL_DEFAULT_GITEA_UID_GID=1000:1000
 readonly KDL_DEFAULT_MLFLOW_ROOT=/shared-volume
 readonly KDL_DEFAULT_MLFLOW_OWNER=1000:1000
 readonly KDL_DEFAULT_K8S_NAMESPACE=kdl
-# KDL 5's Secret names before BACKUP_PLATFORM; K8S_RESOURCES, K8S_SECRET_NAME_REGEX and MONGO_DATABASES
-# default by the platform's generation (lib/platform.sh).
-readonly KDL_DEFAULT_K8S_SECRET_NAME_REGEX='-ssh-keys$|^codeserver-oauth2-'
+# K8S_RESOURCES, K8S_SECRET_NAME_REGEX and MONGO_DATABASES default by the platform's generation (lib/platform.sh).
 readonly KDL_SERVICE_ACCOUNT_DIR=${KDL_SERVICE_ACCOUNT_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}
 
 KDL_BUCKET=""

@@ -8,6 +8,10 @@
 readonly KDL_DEFAULT_PLATFORM=auto
 readonly KDL5_K8S_RESOURCES="kdlprojects.v1.project.konstellation.io usertools.v1alpha1.kdl.konstellation.io"
 readonly KDL6_K8S_RESOURCES="kdlprojects.v1.kdl.konstellation.io kdlusertools.v1.kdl.konstellation.io"
+readonly KDL5_K8S_SECRET_NAME_REGEX='-ssh-keys$|^codeserver-oauth2-|^kdl-server-oauth2-credentials$|^drone-oauth2-credentials$'
+readonly KDL6_K8S_SECRET_NAME_REGEX='-ssh-keys$'
+readonly KDL5_MONGO_DATABASES="kdl admin"
+readonly KDL6_MONGO_DATABASES="kdl"
 
 KDL_PLATFORM=""        # kdl5 or kdl6
 KDL_PLATFORM_REASON="" # why, in words, for the preflight's log line
@@ -65,15 +69,13 @@ kdl_discover_platform() {
 
 # kdl_platform_default NAME: the platform's default of K8S_RESOURCES, K8S_SECRET_NAME_REGEX or MONGO_DATABASES.
 kdl_platform_default() {
-  case "$1:$KDL_PLATFORM" in
-    K8S_RESOURCES:kdl6) printf '%s' "$KDL6_K8S_RESOURCES" ;;
-    K8S_RESOURCES:*) printf '%s' "$KDL5_K8S_RESOURCES" ;;
-    K8S_SECRET_NAME_REGEX:kdl6) printf '%s' '-ssh-keys$' ;;
-    K8S_SECRET_NAME_REGEX:*) printf '%s' "$KDL_DEFAULT_K8S_SECRET_NAME_REGEX|^kdl-server-oauth2-credentials\$|^drone-oauth2-credentials\$" ;;
-    MONGO_DATABASES:kdl6) printf '%s' kdl ;;
-    MONGO_DATABASES:*) printf '%s' "kdl admin" ;;
+  case "$1" in
+    K8S_RESOURCES | K8S_SECRET_NAME_REGEX | MONGO_DATABASES) ;;
     *) die "$EX_FAILURE" "kdl_platform_default: unknown setting $1" ;;
   esac
+  local var=KDL5_$1
+  [[ "$KDL_PLATFORM" != kdl6 ]] || var=KDL6_$1
+  printf '%s' "${!var}"
 }
 
 # kdl_mlflow_namespaces: the namespaces whose KDL 6 claim folders (<ns>-<project>-mlflow-pvc-<uid>) name a

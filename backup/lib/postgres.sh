@@ -106,13 +106,17 @@ pg_require_createdb() {
   [[ "$can" == t ]] || die "$EX_NOPERM" "PostgreSQL at $(pg_target) refused us: permission denied to create database (role ${PGUSER:-$(id -un)} has no CREATEDB: create the database first, owned by that role, or grant it CREATEDB)"
 }
 
+# pg_database_exists: true when PGDATABASE exists on the server (asked on the maintenance database).
+pg_database_exists() {
+  [[ "$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")" == 1 ]]
+}
+
 # pg_plan_restore LABEL: the plan line of restoring into PGDATABASE: what pg_restore will drop and recreate, or the
 # database to create; a database to create needs CREATEDB, checked here so that a dry run fails as the real run
 # would (77).
 pg_plan_restore() {
-  local exists tables
-  exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
-  if [[ "$exists" == 1 ]]; then
+  local tables
+  if pg_database_exists; then
     tables=$(psql -X -q -t -A -c "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema')" </dev/null 2>/dev/null || echo '?')
     echo "plan: $1: database $(pg_target) exists ($tables tables): pg_restore --clean --if-exists --no-owner drops and recreates every object of the dump"
   else
@@ -123,9 +127,7 @@ pg_plan_restore() {
 
 # pg_create_if_missing: creates PGDATABASE when it does not exist.
 pg_create_if_missing() {
-  local exists
-  exists=$(pg_admin_sql <<<"SELECT count(*) FROM pg_database WHERE datname = :'db';")
-  if [[ "$exists" != 1 ]]; then
+  if ! pg_database_exists; then
     pg_admin_sql <<<'CREATE DATABASE :"db";' >/dev/null
     log info "created database" database="$PGDATABASE" server="${PGHOST:-localhost}:${PGPORT:-5432}"
   fi
