@@ -361,16 +361,20 @@ cmd_restore() {
   if [[ "$DRY_RUN" != true && "$YES" != true && "$live" == true ]]; then
     die "$EX_USAGE" "refusing to change live systems without --yes (the plan is above; --dry-run checks everything and changes nothing)"
   fi
+  local started
+  kdl_now_ns_into started
   check_presence "$WORK/needed.tsv"
   verify_objects "$WORK/needed.tsv"
-  log info "all objects verified" objects="$VERIFIED_COUNT" bytes="$VERIFIED_BYTES"
+  log info "all objects verified" objects="$VERIFIED_COUNT" bytes="$VERIFIED_BYTES" seconds="$(kdl_seconds_since "$started")"
   if [[ "$DRY_RUN" == true ]]; then
     echo "dry run: $VERIFIED_COUNT objects verified; nothing was changed"
     return 0
   fi
   for step in "${active[@]}"; do
     log info "restore step" step="$step" set="$SET_ID"
+    kdl_now_ns_into started
     "${KDL_STEP_COMPONENT[$step]}_apply" "$step"
+    log info "restore step done" step="$step" seconds="$(kdl_seconds_since "$started")"
     echo "restored: $step from set $SET_ID"
   done
 }

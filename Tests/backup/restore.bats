@@ -239,6 +239,9 @@ setup() {
   run -0 --separate-stderr "$RESTORE_SH" restore gitea latest --yes
   assert_line 'restored: gitea-db from set 20240101T000000Z'
   assert_line 'restored: gitea-data from set 20240101T000000Z'
+  assert_regex "$stderr" 'msg="all objects verified" objects=2 bytes=[0-9]+ seconds=[0-9]+\.[0-9]{2}'
+  assert_regex "$stderr" 'msg="restore step done" step=gitea-db seconds=[0-9]+\.[0-9]{2}'
+  assert_regex "$stderr" 'msg="restore step done" step=gitea-data seconds=[0-9]+\.[0-9]{2}'
   assert grep -q "psql .*-d postgres" "$STUB_LOG"
   assert [ -e "$FAKE_PG/exists" ]
   assert grep -q -- 'pg_restore --clean --if-exists --no-owner --exit-on-error --single-transaction --dbname=gitea' "$STUB_LOG"

@@ -36,80 +36,11 @@ cleanup() {
 
 # measure NAME DISK_DIR CMD...: runs CMD, sampling its process tree and DISK_DIR; writes
 # $WORK/NAME.json {seconds, status, peak_rss_kib, peak_rss_process, rss_by_process, peak_disk_bytes,
-# peak_disk_snapshot_bytes (the MLflow snapshot's part of that peak), peak_snapshot_bytes}.
+# peak_disk_snapshot_bytes (the MLflow snapshot's part of that peak), peak_snapshot_bytes, cpu_seconds}.
 measure() {
   local name=$1 disk=$2
   shift 2
-  "$PY" - "$WORK/$name.json" "$disk" "$@" <<'PYEOF'
-import json, os, subprocess, sys, time
-
-out, disk, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-def children():
-    table = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                table.setdefault(int(fields[1]), []).append(int(pid))
-            except OSError:
-                pass
-    return table
-def tree(root):
-    table, found, todo = children(), [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(table.get(pid, []))
-    return found
-def hwm(pid):
-    try:
-        name, kib = "?", 0
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("Name:"):
-                    name = line.split(None, 1)[1].strip()
-                elif line.startswith("VmHWM:"):
-                    kib = int(line.split()[1])
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            args = handle.read().split(b"\0")
-        if name in ("python3", "python", "bash") and len(args) > 1:
-            name = f"{name} {os.path.basename(args[1].decode(errors='replace'))}"
-        return name, kib
-    except OSError:
-        return None, 0
-def disk_bytes(path):
-    """(all bytes, bytes of MLflow snapshots: files under a folder named snapshot)."""
-    total = snapshots = 0
-    for base, _, files in os.walk(path):
-        for name in files:
-            try:
-                size = os.lstat(os.path.join(base, name)).st_blocks * 512
-            except OSError:
-                continue
-            total += size
-            if "/snapshot/" in base + "/":
-                snapshots += size
-    return total, snapshots
-start = time.monotonic()
-process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(out + ".log", "w"))
-peak, by_name, peak_disk, peak_snapshots = 0, {}, (0, 0), 0
-while process.poll() is None:
-    for pid in tree(process.pid):
-        name, kib = hwm(pid)
-        if name:
-            by_name[name] = max(by_name.get(name, 0), kib)
-    total, snapshots = disk_bytes(disk)
-    peak_disk = max(peak_disk, (total, snapshots))
-    peak_snapshots = max(peak_snapshots, snapshots)
-    time.sleep(0.1)
-seconds = time.monotonic() - start
-top = max(by_name.items(), key=lambda item: item[1]) if by_name else ("?", 0)
-json.dump({"seconds": seconds, "status": process.returncode, "peak_rss_kib": top[1], "peak_rss_process": top[0],
-           "rss_by_process": dict(sorted(by_name.items(), key=lambda item: -item[1])), "peak_disk_bytes": peak_disk[0],
-           "peak_disk_snapshot_bytes": peak_disk[1], "peak_snapshot_bytes": peak_snapshots},
-          open(out, "w"), indent=1)
-PYEOF
+  "$PY" "$ROOT/scripts/bench/measure.py" "$WORK/$name.json" "$disk" "$@"
 }
 
 # baseline STAGING: what the original job did: copy everything to a staging folder, one tar czf,
@@ -149,9 +80,9 @@ mib() {
   awk -v v="$1" -v d="$2" 'BEGIN { printf "%.1f", v / d }'
 }
 
-main() {
-  trap cleanup EXIT
-  WORK=$(mktemp -d /tmp/kdl-bench-backup.XXXXXX)
+# use_bench_stack: the helpers and a large stack on PATH and in the environment: KDL_BENCH_STACK_ENV's, or
+# one started here (stopped by cleanup).
+use_bench_stack() {
   export PATH="${KDL_BIN_DIR:?set KDL_BIN_DIR (scripts/bench.sh does)}:$PATH"
   local env_file=${KDL_BENCH_STACK_ENV:-}
   if [[ -z "$env_file" ]]; then
@@ -162,6 +93,12 @@ main() {
   # shellcheck source=/dev/null
   source "$env_file"
   export PATH="$STACK_BIN_DIR:$PATH"
+}
+
+main() {
+  trap cleanup EXIT
+  WORK=$(mktemp -d /tmp/kdl-bench-backup.XXXXXX)
+  use_bench_stack
   local summary=${STACK_SEED_SUMMARY:-}
   local source_bytes largest_db
   source_bytes=$(du -sb "$GITEA_DATA_DIR" "$MLFLOW_ROOT" | awk '{s += $1} END {print s}')
