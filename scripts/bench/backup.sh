@@ -75,6 +75,27 @@ ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 }
 
+# at_most A FACTOR B: "yes" when A <= FACTOR × B, else "no".
+at_most() {
+  awk -v a="$1" -v f="$2" -v b="$3" 'BEGIN { print (a <= f * b ? "yes" : "no") }'
+}
+
+# measured_ok NAME WHAT: returns 1 with NAME's log and "WHAT failed" when the measured run NAME did not exit 0.
+measured_ok() {
+  [[ "$(jq .status "$WORK/$1.json")" == 0 ]] && return 0
+  cat "$WORK/$1.json.log" >&2
+  echo "bench: $2 failed" >&2
+  return 1
+}
+
+# source_bytes: bytes of the sources on disk: Gitea's data, the MLflow stores and Gitea's database.
+source_bytes() {
+  local files db
+  files=$(du -sb "$GITEA_DATA_DIR" "$MLFLOW_ROOT" | awk '{s += $1} END {print s}')
+  db=$(psql -X -A -t -q -c "SELECT pg_database_size(current_database())")
+  echo $((files + db))
+}
+
 # mib KIB_OR_BYTES DIVISOR: a size in MiB with one decimal.
 mib() {
   awk -v v="$1" -v d="$2" 'BEGIN { printf "%.1f", v / d }'
@@ -101,11 +122,8 @@ main() {
   use_bench_stack
   local summary=${STACK_SEED_SUMMARY:-}
   local source_bytes largest_db
-  source_bytes=$(du -sb "$GITEA_DATA_DIR" "$MLFLOW_ROOT" | awk '{s += $1} END {print s}')
+  source_bytes=$(source_bytes)
   largest_db=$(find "$MLFLOW_ROOT" -name mlflow.db -printf '%s\n' | sort -n | tail -n1)
-  local pg_bytes
-  pg_bytes=$(psql -X -A -t -q -c "SELECT pg_database_size(current_database())")
-  source_bytes=$((source_bytes + pg_bytes))
 
   mkdir -p "$WORK/ours-tmp" "$WORK/baseline"
   local id
@@ -113,13 +131,13 @@ main() {
   echo "bench: backup.sh on $(mib "$source_bytes" 1073741824) GiB of sources (Gitea files + database, MLflow stores; MongoDB and Kubernetes on top)" >&2
   measure ours "$WORK/ours-tmp" env TMPDIR="$WORK/ours-tmp" BACKUP_ID="$id" BACKUP_S3_PREFIX=bench-ours BACKUP_KEEP_LAST=0 \
     bash "$ROOT/backup/backup.sh"
-  [[ "$(jq .status "$WORK/ours.json")" == 0 ]] || { cat "$WORK/ours.json.log" >&2; echo "bench: backup.sh failed" >&2; return 1; }
+  measured_ok ours backup.sh
   local stored
   stored=$(stored_bytes bench-ours "$id")
 
   echo "bench: baseline (staging copy, tar czf, aws s3 cp)" >&2
   measure baseline "$WORK/baseline" bash -c "$(declare -f baseline); ROOT='$ROOT'; baseline '$WORK/baseline'"
-  [[ "$(jq .status "$WORK/baseline.json")" == 0 ]] || { cat "$WORK/baseline.json.log" >&2; echo "bench: baseline failed" >&2; return 1; }
+  measured_ok baseline baseline
   local baseline_stored
   baseline_stored=$(du -b "$WORK"/baseline/backup_*.tar.gz 2>/dev/null | awk '{print $1}')
   rm -rf "$WORK/baseline"
@@ -153,13 +171,13 @@ main() {
   printf '| peak RSS, largest of ours (MiB) | %s (%s) | | | ≤ 64 MiB | %s |\n' "$(mib "$our_max" 1024)" "$our_max_proc" \
     "$(awk -v r="$our_max" 'BEGIN { print (r <= 65536 ? "yes" : "no") }')"
   printf '| peak temporary disk (MiB) | %s | %s | 0 | ≤ largest MLflow DB (%s MiB) | %s |\n' "$(mib "$ours_disk" 1048576)" \
-    "$(mib "$base_disk" 1048576)" "$(mib "$largest_db" 1048576)" "$(awk -v d="$ours_disk" -v l="$largest_db" 'BEGIN { print (d <= l ? "yes" : "no") }')"
+    "$(mib "$base_disk" 1048576)" "$(mib "$largest_db" 1048576)" "$(at_most "$ours_disk" 1 "$largest_db")"
   local snap_at_peak snap_peak
   snap_at_peak=$(jq .peak_disk_snapshot_bytes "$WORK/ours.json")
   snap_peak=$(jq .peak_snapshot_bytes "$WORK/ours.json")
   printf '| of which the staged MLflow snapshot (MiB) | %s (the rest, %s KiB, is the job'"'"'s logs and status files) | | | ≤ largest MLflow DB | %s |\n' \
     "$(mib "$snap_at_peak" 1048576)" "$(awk -v d="$ours_disk" -v s="$snap_at_peak" 'BEGIN { printf "%d", (d - s) / 1024 }')" \
-    "$(awk -v d="$snap_peak" -v l="$largest_db" 'BEGIN { print (d <= l ? "yes" : "no") }')"
+    "$(at_most "$snap_peak" 1 "$largest_db")"
   printf '| bytes stored (MiB) | %s | %s | %s | | |\n' "$(mib "$stored" 1048576)" "$(mib "${baseline_stored:-0}" 1048576)" "$(mib "$stored" 1048576)"
   printf '\nbackup.sh per component: %s.\n' "$(jq -r '[.components[] | "\(.name) \(.seconds) s (\(.objects | length) objects, \([.objects[].bytes] | add // 0 | . / 1048576 | floor) MiB)"] | join(", ")' "$WORK/manifest.json")"
   printf '\nSources: %s MiB (Gitea data + database + MLflow stores)%s. RSS of backup.sh'"'"'s processes: %s\n' \

@@ -15,35 +15,32 @@ umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/bench/backup.sh
-source "$ROOT/scripts/bench/backup.sh" # measure, baseline, use_bench_stack, ratio, mib, cleanup
-MONGO_PIDS=()
+source "$ROOT/scripts/bench/backup.sh" # measure, measured_ok, baseline, use_bench_stack, source_bytes, at_most, ratio, mib, cleanup
+# shellcheck source=scripts/stack/lib.sh
+source "$ROOT/scripts/stack/lib.sh" # free_port, start_service, wait_port, stop_service
+MONGO_DIRS=()
 DATABASES=()
 
 # restore_cleanup: stops the MongoDB servers and drops the databases started here, then the shared cleanup.
 restore_cleanup() {
-  local pid db
-  for pid in "${MONGO_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local dir db
+  for dir in "${MONGO_DIRS[@]}"; do STACK_DIR=$dir stop_service mongo; done
   for db in "${DATABASES[@]}"; do
     PGUSER=$STACK_PG_SUPERUSER PGPASSWORD=$STACK_PG_SUPERUSER_PASSWORD dropdb --if-exists "$db" 2>/dev/null || true
   done
   cleanup
 }
 
-# fresh_mongo VAR DIR: starts an empty nx-27017 with its data in DIR; sets VAR to its URI.
+# fresh_mongo VAR DIR: starts an empty nx-27017 with its data, pid and logs in DIR (the stack's service helpers,
+# with DIR as their folder); sets VAR to its URI.
 fresh_mongo() {
-  local port deadline
-  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-  mkdir -p "$2"
-  "$ROOT/.venv/bin/nx-27017" --host 127.0.0.1 -p "$port" --data-dir "$2" --log-file "$2/server.log" --pid-file "$2/server.pid" >"$2/stderr.log" 2>&1 &
-  MONGO_PIDS+=($!)
-  deadline=$((SECONDS + 60))
-  until (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    if ((SECONDS >= deadline)) || ! kill -0 "${MONGO_PIDS[-1]}" 2>/dev/null; then
-      echo "bench: nx-27017 did not start: $(tail -n 3 "$2/stderr.log" "$2/server.log" 2>/dev/null | tr '\n' ' ')" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
+  local port
+  port=$(free_port)
+  MONGO_DIRS+=("$2")
+  mkdir -p "$2/data"
+  STACK_DIR=$2 start_service mongo "$STACK_VENV/bin/nx-27017" --host 127.0.0.1 -p "$port" --data-dir "$2/data" \
+    --log-file "$2/logs/server.log" --pid-file "$2/server.pid"
+  STACK_DIR=$2 wait_port "$port" 60 mongo
   printf -v "$1" 'mongodb://127.0.0.1:%s/' "$port"
 }
 
@@ -99,8 +96,7 @@ main() {
   use_bench_stack
   export BACKUP_COMPONENTS="gitea mongodb mlflow" BACKUP_PLATFORM=kdl5
   local source_bytes
-  source_bytes=$(du -sb "$GITEA_DATA_DIR" "$MLFLOW_ROOT" | awk '{s += $1} END {print s}')
-  source_bytes=$((source_bytes + $(psql -X -A -t -q -c "SELECT pg_database_size(current_database())")))
+  source_bytes=$(source_bytes)
 
   age-keygen -o "$WORK/identity.txt" 2>/dev/null
   local id
@@ -109,10 +105,10 @@ main() {
   echo "bench: backup.sh (encrypted) on $(mib "$source_bytes" 1073741824) GiB of sources" >&2
   measure backup-ours "$WORK/ours-tmp" env TMPDIR="$WORK/ours-tmp" BACKUP_ID="$id" BACKUP_S3_PREFIX=bench-ours BACKUP_KEEP_LAST=0 \
     BACKUP_AGE_RECIPIENTS="$(age-keygen -y "$WORK/identity.txt")" bash "$ROOT/backup/backup.sh"
-  [[ "$(jq .status "$WORK/backup-ours.json")" == 0 ]] || { tail -n 5 "$WORK/backup-ours.json.log" >&2; echo "bench: backup.sh failed" >&2; return 1; }
+  measured_ok backup-ours "backup.sh"
   echo "bench: the original's backup (staging copy, tar czf, aws s3 cp)" >&2
   measure backup-baseline "$WORK/baseline" bash -c "$(declare -f baseline); ROOT='$ROOT'; baseline '$WORK/baseline'"
-  [[ "$(jq .status "$WORK/backup-baseline.json")" == 0 ]] || { tail -n 5 "$WORK/backup-baseline.json.log" >&2; echo "bench: baseline failed" >&2; return 1; }
+  measured_ok backup-baseline "baseline"
   rm -rf "$WORK/baseline"
 
   local super=(PGUSER="$STACK_PG_SUPERUSER" PGPASSWORD="$STACK_PG_SUPERUSER_PASSWORD")
@@ -126,11 +122,11 @@ main() {
   measure restore-ours "$WORK/restore-tmp" env "${super[@]}" PGDATABASE="$ours_db" GITEA_DATA_DIR="$WORK/ours/data" \
     MLFLOW_ROOT="$WORK/ours/mlflow" MONGO_URI="$ours_mongo" TMPDIR="$WORK/restore-tmp" BACKUP_S3_PREFIX=bench-ours \
     bash "$ROOT/backup/restore.sh" restore all "$id" --identity "$WORK/identity.txt" --yes
-  [[ "$(jq .status "$WORK/restore-ours.json")" == 0 ]] || { tail -n 5 "$WORK/restore-ours.json.log" >&2; echo "bench: restore.sh failed" >&2; return 1; }
+  measured_ok restore-ours "restore.sh"
   echo "bench: the original's manual restore (download, extract, pg_restore, copy back)" >&2
   measure restore-baseline "$WORK/base/staging" env "${super[@]}" MONGO_URI="$base_mongo" \
     bash -c "$(declare -f step copy_tree baseline_restore); ROOT='$ROOT'; baseline_restore '$WORK/base/staging' '$base_db' '$WORK/base/data' '$WORK/base/mlflow'"
-  [[ "$(jq .status "$WORK/restore-baseline.json")" == 0 ]] || { tail -n 5 "$WORK/restore-baseline.json.log" >&2; echo "bench: baseline restore failed" >&2; return 1; }
+  measured_ok restore-baseline "baseline restore"
 
   local rs bs ob bb rc bc obc bbc
   rs=$(jq .seconds "$WORK/restore-ours.json") bs=$(jq .seconds "$WORK/restore-baseline.json")
@@ -140,14 +136,14 @@ main() {
 
   printf '| measure | ours | the original | ratio | target | met |\n|---|---|---|---|---|---|\n'
   printf '| restore wall time (s) | %.1f | %.1f | %s× | ≤ 0.5× the original | %s |\n' "$rs" "$bs" "$(ratio "$rs" "$bs")" \
-    "$(awk -v a="$rs" -v b="$bs" 'BEGIN { print (a <= 0.5 * b ? "yes" : "no") }')"
+    "$(at_most "$rs" 0.5 "$bs")"
   printf '| restore vs our backup of the same set (s) | %.1f restore, %.1f backup | | %s× | ≤ 1.2× our backup | %s |\n' "$rs" "$ob" \
-    "$(ratio "$rs" "$ob")" "$(awk -v a="$rs" -v b="$ob" 'BEGIN { print (a <= 1.2 * b ? "yes" : "no") }')"
+    "$(ratio "$rs" "$ob")" "$(at_most "$rs" 1.2 "$ob")"
   printf '| restore CPU (s per GiB of sources) | %s | %s | %s× | ≤ 0.5× the original | %s |\n' "$(per_gib "$rc" "$source_bytes")" \
-    "$(per_gib "$bc" "$source_bytes")" "$(ratio "$rc" "$bc")" "$(awk -v a="$rc" -v b="$bc" 'BEGIN { print (a <= 0.5 * b ? "yes" : "no") }')"
+    "$(per_gib "$bc" "$source_bytes")" "$(ratio "$rc" "$bc")" "$(at_most "$rc" 0.5 "$bc")"
   printf '| backup wall time (s) | %.1f | %.1f | %s× | | |\n' "$ob" "$bb" "$(ratio "$ob" "$bb")"
   printf '| backup CPU (s per GiB of sources) | %s | %s | %s× | ≤ 0.5× the original | %s |\n' "$(per_gib "$obc" "$source_bytes")" \
-    "$(per_gib "$bbc" "$source_bytes")" "$(ratio "$obc" "$bbc")" "$(awk -v a="$obc" -v b="$bbc" 'BEGIN { print (a <= 0.5 * b ? "yes" : "no") }')"
+    "$(per_gib "$bbc" "$source_bytes")" "$(ratio "$obc" "$bbc")" "$(at_most "$obc" 0.5 "$bbc")"
   printf '| peak RSS, largest process (MiB) | %s (%s) | %s (%s) | | | |\n' \
     "$(mib "$(jq .peak_rss_kib "$WORK/restore-ours.json")" 1024)" "$(jq -r .peak_rss_process "$WORK/restore-ours.json")" \
     "$(mib "$(jq .peak_rss_kib "$WORK/restore-baseline.json")" 1024)" "$(jq -r .peak_rss_process "$WORK/restore-baseline.json")"
