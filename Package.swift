@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "k8s-export", targets: ["k8s-export"]),
         .executable(name: "mlflow-scan", targets: ["mlflow-scan"]),
         .executable(name: "notify", targets: ["notify"]),
+        .executable(name: "bucket-sync", targets: ["bucket-sync"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -56,6 +57,7 @@ let package = Package(
             dependencies: ["BackupKit", argumentParser, .product(name: "Yams", package: "Yams")]),
         .target(name: "MLflowScan", dependencies: ["BackupKit", "CSQLite", "CSeqWriteVFS", argumentParser]),
         .target(name: "Notify", dependencies: ["BackupKit", argumentParser]),
+        .target(name: "BucketSync", dependencies: ["BackupKit", "S3", argumentParser]),
 
         .executableTarget(name: "s3-put", dependencies: ["S3"]),
         .executableTarget(name: "s3-get", dependencies: ["S3"]),
@@ -64,12 +66,14 @@ let package = Package(
         .executableTarget(name: "k8s-export", dependencies: ["KubeExport"]),
         .executableTarget(name: "mlflow-scan", dependencies: ["MLflowScan"]),
         .executableTarget(name: "notify", dependencies: ["Notify"]),
+        .executableTarget(name: "bucket-sync", dependencies: ["BucketSync"]),
 
         .testTarget(name: "BackupKitTests", dependencies: ["BackupKit"]),
         .testTarget(name: "S3Tests", dependencies: ["S3"]),
         .testTarget(name: "KubeExportTests", dependencies: ["KubeExport"]),
         .testTarget(name: "MLflowScanTests", dependencies: ["MLflowScan"]),
         .testTarget(name: "NotifyTests", dependencies: ["Notify"]),
+        .testTarget(name: "BucketSyncTests", dependencies: ["BucketSync", "S3"]),
         .testTarget(name: "HelperCLITests", dependencies: ["BackupKit"]),
         .testTarget(name: "SeqWriteVFSTests", dependencies: ["CSeqWriteVFS", "CSQLite"]),
     ],

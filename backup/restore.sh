@@ -4,18 +4,20 @@
 #        restore.sh show ID|latest [--json]
 #        restore.sh verify ID|latest [--identity FILE] [--allow-partial]
 #        restore.sh restore COMPONENT... ID|latest [--identity FILE] [--dry-run] [--yes] [--force]
-#                           [--allow-partial] [--output DIR] [--target DIR]
+#                           [--allow-partial] [--output DIR] [--target DIR] [--bucket NAME]...
 #        restore.sh --help | --version
 #
-# COMPONENT: a component (gitea, postgres, volumes, mongodb, mlflow, kubernetes: all its steps), one of its
-#            steps (gitea-db, gitea-data, k8s-secrets, k8s-resources), postgres:NAME or volumes:NAME (one
-#            database or volume), or all (every step, in restore order)
+# COMPONENT: a component (gitea, postgres, volumes, mongodb, minio, mlflow, kubernetes: all its steps), one of its
+#            steps (gitea-db, gitea-data, k8s-secrets, k8s-resources), postgres:NAME, volumes:NAME or minio:BUCKET (one
+#            database, volume or bucket), or all (every step, in restore order)
 # --target DIR: a volume goes into DIR instead of the path it was backed up from (one volume).
+# --bucket NAME: with minio, restore only this bucket (repeatable; the same as minio:NAME).
 # `latest` is the newest complete set with status success (success or partial with --allow-partial).
 # Every object a command needs is downloaded and checked (size, sha256, decryption, format) before
 # anything live changes; changes need --yes; --dry-run prints the plan and changes nothing.
 # Environment: BACKUP_S3_BUCKET (or BUCKET_NAME), BACKUP_S3_PREFIX (kdl-backup), AWS_*, PG*, MONGO_URI,
 # PG_<NAME>_HOST/PORT/USER/PASSWORD/DATABASE (postgres:NAME), BACKUP_PLATFORM (auto: the set's),
+# MINIO_ENDPOINT MINIO_ACCESS_KEY_ID MINIO_SECRET_ACCESS_KEY MINIO_REGION MINIO_CA_FILE (minio: the MinIO restored into),
 # GITEA_DATA_DIR (/data), MLFLOW_ROOT (/shared-volume), MLFLOW_RESTORE_OWNER (1000:1000: owner of MLflow folders it
 # creates), K8S_SERVER K8S_TOKEN_FILE K8S_CA_FILE K8S_NAMESPACE,
 # BACKUP_AGE_IDENTITY_FILE (default --identity), BACKUP_VERIFY_MAX_AGE_HOURS (192; 0: no limit; `verify latest`),
@@ -56,6 +58,7 @@ FORCE=false
 ALLOW_PARTIAL=false
 OUTPUT_DIR=""
 TARGET_DIR=""
+RESTORE_BUCKETS=()
 JSON=false
 FORCE_CONFLICTS=""
 ARGS=()
@@ -159,6 +162,8 @@ parse_options() {
       --output) (($# > 1)) || die "$EX_USAGE" "--output needs a DIR"; OUTPUT_DIR=$2; shift ;;
       --output=*) OUTPUT_DIR=${1#*=} ;;
       --target) (($# > 1)) || die "$EX_USAGE" "--target needs a DIR"; TARGET_DIR=$2; shift ;;
+      --bucket) (($# > 1)) || die "$EX_USAGE" "--bucket needs a NAME"; RESTORE_BUCKETS+=("$2"); shift ;;
+      --bucket=*) RESTORE_BUCKETS+=("${1#*=}") ;;
       --target=*) TARGET_DIR=${1#*=} ;;
       --dry-run) DRY_RUN=true ;;
       --yes) YES=true ;;
@@ -303,6 +308,11 @@ expand_components() {
   done
   for s in "${KDL_RESTORE_STEPS[@]}"; do
     [[ -z "${want[$s]+set}" ]] || STEPS+=("$s")
+  done
+  for part in "${RESTORE_BUCKETS[@]}"; do
+    [[ -n "${want[minio]+set}" ]] || die "$EX_USAGE" "--bucket $part: --bucket names buckets of the minio component (restore minio --bucket NAME ID)"
+    [[ "$part" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "$EX_USAGE" "--bucket $part is not a bucket name"
+    KDL_STEP_ONLY[minio]+="$part "
   done
 }
 

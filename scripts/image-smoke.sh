@@ -23,7 +23,7 @@ source "$ROOT/backup/lib/common.sh"
 KDL_TOOL=image-smoke
 CACHE="$ROOT/.cache/image-smoke"
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-HELPERS=(s3-put s3-get s3-ls s3-prune k8s-export mlflow-scan notify)
+HELPERS=(s3-put s3-get s3-ls s3-prune k8s-export mlflow-scan notify bucket-sync)
 STANDIN_PACKAGES=(postgresql-client-15 python3 python3-yaml)
 WORK=""
 ROOTFS=""

@@ -27,6 +27,12 @@ public final class FileDescriptorSink: @unchecked Sendable {
         }
     }
 
+    /// Writes to a descriptor the caller owns (a pipe into a decoder); never closed or removed here.
+    public init(descriptor: Int32) {
+        self.descriptor = descriptor
+        self.path = nil
+    }
+
     deinit {
         if path != nil { close(descriptor) }
     }

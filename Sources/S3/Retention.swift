@@ -45,6 +45,10 @@ public struct PruneDecision: Codable, Sendable, Equatable {
 
 public enum Retention {
     public static let manifestName = "manifest.json"
+    /// `<prefix>/blobs/`: stored bytes shared by sets (bucket-sync); never a set, never debris.
+    public static let blobsFolder = "blobs/"
+    /// `<id>/minio/<bucket>.blobs.jsonl`: the blobs a set references.
+    public static let blobListSuffix = ".blobs.jsonl"
 
     /// Groups a listing of `prefix` (ending in `/`) into sets by their id; keys that are not under a
     /// `YYYYMMDDTHHMMSSZ/` folder are returned apart and never deleted.
@@ -54,6 +58,7 @@ public enum Retention {
         for object in objects {
             guard object.key.hasPrefix(prefix) else { continue }
             let rest = object.key.dropFirst(prefix.count)
+            if rest.hasPrefix(blobsFolder) { continue }
             guard let slash = rest.firstIndex(of: "/") else {
                 ignored.append(object.key)
                 continue
@@ -120,5 +125,25 @@ public enum Retention {
             stride(from: 0, to: list.count, by: batchSize).map { Array(list[$0..<min($0 + batchSize, list.count)]) }
         }
         return chunks(manifests) + chunks(others)
+    }
+
+    /// The blob lists (`<id>/minio/*.blobs.jsonl`) of the sets `decisions` keeps.
+    public static func keptBlobLists(_ sets: [BackupSet], decisions: [PruneDecision]) -> [String] {
+        let kept = Set(decisions.filter { $0.action == "keep" }.map(\.id))
+        return sets.filter { kept.contains($0.id) }.flatMap(\.keys).filter { $0.contains("/minio/") && $0.hasSuffix(blobListSuffix) }
+    }
+
+    /// The blobs under `<prefix>/blobs/` that no kept set references and that are older than `grace` (a run in
+    /// progress may be writing the younger ones). `referenced` holds keys relative to the prefix.
+    public static func unreferencedBlobs(_ objects: [S3Object], prefix: String, referenced: Set<String>, grace: TimeInterval, now: Date)
+        -> [S3Object]
+    {
+        objects.filter { object in
+            guard object.key.hasPrefix(prefix + blobsFolder), !referenced.contains(String(object.key.dropFirst(prefix.count))) else {
+                return false
+            }
+            guard let written = UTCTime.parseISO8601(object.lastModified) else { return false }
+            return now.timeIntervalSince(written) > grace
+        }
     }
 }

@@ -48,10 +48,10 @@ func required(_ value: String?, _ name: String) throws -> String {
 }
 
 /// Runs `handler` once on SIGTERM or SIGINT, then exits with 128 + the signal number.
-enum SignalTrap {
+public enum SignalTrap {
     nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
 
-    static func install(_ handler: @escaping @Sendable () -> Void) {
+    public static func install(_ handler: @escaping @Sendable () -> Void) {
         for number in [SIGTERM, SIGINT] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())

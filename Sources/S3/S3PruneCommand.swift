@@ -13,7 +13,10 @@ public struct S3PruneCommand: ParsableCommand {
             when it holds manifest.json. A complete set is kept if either --keep-last or --keep-days keeps it
             (both 0: all are kept); the newest complete set is always kept. Incomplete sets are deleted once
             older than --incomplete-grace. Ages come from the ids. Prints one JSON line per set:
-            {"action","bytes","complete","id","objects","reason"}. Other keys under the prefix are never touched.
+            {"action","bytes","complete","id","objects","reason"}. Blobs under PREFIX/blobs/ (bucket-sync's stored
+            bytes) are deleted once no kept set's blob list references them and they are older than
+            --incomplete-grace; if a kept set's list cannot be read, no blob is deleted. Other keys under the
+            prefix are never touched.
             """,
         version: KDLBackupVersion.current)
 
@@ -96,9 +99,17 @@ public struct Pruner {
                 [("bucket", bucket), ("prefix", prefix), ("count", "\(grouped.ignored.count)"), ("example", grouped.ignored[0])])
         }
         let decisions = Retention.plan(grouped.sets, rules: rules, now: now)
-        let batches = Retention.deletionBatches(grouped.sets, decisions: decisions)
+        var batches = Retention.deletionBatches(grouped.sets, decisions: decisions)
+        let blobs = try unreferencedBlobs(objects, sets: grouped.sets, decisions: decisions, bucket: bucket, prefix: prefix, now: now)
+        let blobKeys = blobs.map(\.key)
+        batches += stride(from: 0, to: blobKeys.count, by: 1000).map { Array(blobKeys[$0..<min($0 + 1000, blobKeys.count)]) }
         if !dryRun {
             for batch in batches { try client.deleteObjects(bucket: bucket, keys: batch) }
+        }
+        if blobs.count > 0 || objects.contains(where: { $0.key.hasPrefix(prefix + Retention.blobsFolder) }) {
+            client.log.log(
+                .info, tool: "s3-prune", dryRun ? "dry run: unreferenced blobs" : "unreferenced blobs deleted",
+                [("bucket", bucket), ("prefix", prefix), ("blobs", "\(blobs.count)"), ("bytes", "\(blobs.reduce(0) { $0 + $1.size })")])
         }
         let deleted = decisions.filter { $0.action == "delete" }
         client.log.log(
@@ -106,5 +117,26 @@ public struct Pruner {
             [("bucket", bucket), ("prefix", prefix), ("sets", "\(decisions.count)"), ("deleted_sets", "\(deleted.count)"),
              ("deleted_objects", "\(batches.reduce(0) { $0 + $1.count })")])
         return decisions
+    }
+
+    /// Blobs no kept set references (their lists read from S3), older than the grace period; none when a kept
+    /// set's list cannot be read (a blob it needs might otherwise go).
+    func unreferencedBlobs(_ objects: [S3Object], sets: [BackupSet], decisions: [PruneDecision], bucket: String, prefix: String, now: Date)
+        throws -> [S3Object]
+    {
+        guard objects.contains(where: { $0.key.hasPrefix(prefix + Retention.blobsFolder) }) else { return [] }
+        var referenced = Set<String>()
+        for list in Retention.keptBlobLists(sets, decisions: decisions) {
+            var body = Data()
+            _ = try client.send("GetObject", S3Request(method: "GET", bucket: bucket, key: list)) { body.append(contentsOf: $0) }
+            for line in body.split(separator: 0x0a) where !line.isEmpty {
+                guard let entry = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let key = entry["key"] as? String
+                else {
+                    throw S3Error.integrity("s3://\(bucket)/\(list) is not a blob list: no blob is deleted")
+                }
+                referenced.insert(key)
+            }
+        }
+        return Retention.unreferencedBlobs(objects, prefix: prefix, referenced: referenced, grace: rules.incompleteGrace, now: now)
     }
 }

@@ -4,7 +4,7 @@ import Testing
 /// Runs the built helper binaries as a user would: `--help`, `--version`, usage errors and their exit codes.
 /// The binaries are found next to the test bundle (same build) unless KDL_BIN_DIR names another folder.
 @Suite struct HelperCLITests {
-    static let helpers = ["s3-put", "s3-get", "s3-ls", "s3-prune", "k8s-export", "mlflow-scan", "notify"]
+    static let helpers = ["s3-put", "s3-get", "s3-ls", "s3-prune", "k8s-export", "mlflow-scan", "notify", "bucket-sync"]
 
     static var binDir: URL {
         if let dir = ProcessInfo.processInfo.environment["KDL_BIN_DIR"], !dir.isEmpty {
@@ -62,7 +62,7 @@ import Testing
     static let validArguments: [String: [String]] = [
         "s3-put": ["-", "s3://kdl-backups/k"], "s3-get": ["s3://kdl-backups/k", "-"], "s3-ls": ["s3://kdl-backups/p"],
         "s3-prune": ["s3://kdl-backups/p"], "k8s-export": ["secrets"], "mlflow-scan": ["/shared-volume"],
-        "notify": ["--event", "start"],
+        "notify": ["--event", "start"], "bucket-sync": ["buckets"],
     ]
 
     @Test(arguments: helpers)
@@ -71,5 +71,27 @@ import Testing
         #expect(result.status == 64)
         #expect(result.stderr.contains("--no-such-option"))
         #expect(!result.stderr.contains("Fatal error"))
+    }
+
+    @Test func bucketSyncWithoutMinIOSettingsIsAUsageError() throws {
+        let result = try Self.run("bucket-sync", ["buckets"], environment: ["AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("MINIO_ENDPOINT is not set"))
+    }
+
+    @Test func bucketSyncRefusesASetIDThatIsNotATime() throws {
+        let result = try Self.run("bucket-sync", ["backup", "s3://kdl-backups/kdl-backup", "--set", "yesterday"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("--set must be a set id"))
+    }
+
+    @Test func bucketSyncRestoreNeedsASetURL() throws {
+        let environment = [
+            "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "MINIO_ENDPOINT": "http://127.0.0.1:9",
+            "MINIO_ACCESS_KEY_ID": "k", "MINIO_SECRET_ACCESS_KEY": "s",
+        ]
+        let result = try Self.run("bucket-sync", ["restore", "s3://kdl-backups/kdl-backup"], environment: environment)
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("does not end in a set id"))
     }
 }

@@ -119,4 +119,36 @@ import Testing
             #expect(error.description.contains("DeleteObjects s3://b/p/20200101T000000Z/x: AccessDenied"))
         }
     }
+
+    @Test func blobsAreNeitherSetsNorDebris() {
+        var objects = Self.objects([("20250109T020000Z", true)])
+        objects.append(S3Object(key: "kdl-backup/blobs/20250109T020000Z/ab-1.zst.age", size: 5, lastModified: "2025-01-09T02:00:00.000Z", etag: "e"))
+        let grouped = Retention.group(objects, prefix: "kdl-backup/")
+        #expect(grouped.sets.map(\.id) == ["20250109T020000Z"])
+        #expect(grouped.sets[0].keys.allSatisfy { !$0.contains("/blobs/") })
+        #expect(grouped.ignored.isEmpty)
+    }
+
+    @Test func onlyUnreferencedBlobsOlderThanTheGraceGo() {
+        func blob(_ name: String, _ written: String) -> S3Object {
+            S3Object(key: "kdl-backup/blobs/\(name)", size: 5, lastModified: written, etag: "e")
+        }
+        let blobs = [
+            blob("old-kept", "2025-01-01T00:00:00.000Z"), blob("old-unreferenced", "2025-01-01T00:00:00.000Z"),
+            blob("young-unreferenced", "2025-01-09T12:00:00.000Z"),
+        ]
+        let doomed = Retention.unreferencedBlobs(
+            blobs, prefix: "kdl-backup/", referenced: ["blobs/old-kept"], grace: 48 * 3600, now: Self.now)
+        #expect(doomed.map(\.key) == ["kdl-backup/blobs/old-unreferenced"])
+    }
+
+    @Test func theBlobListsReadAreThoseOfKeptSets() {
+        var objects = Self.objects([("20250101T020000Z", true), ("20250109T020000Z", true)])
+        for id in ["20250101T020000Z", "20250109T020000Z"] {
+            objects.append(S3Object(key: "kdl-backup/\(id)/minio/project-a.blobs.jsonl", size: 5, lastModified: "2025-01-01T00:00:00.000Z", etag: "e"))
+        }
+        let grouped = Retention.group(objects, prefix: "kdl-backup/")
+        let decisions = Retention.plan(grouped.sets, rules: RetentionRules(keepLast: 1, keepDays: 0), now: Self.now)
+        #expect(Retention.keptBlobLists(grouped.sets, decisions: decisions) == ["kdl-backup/20250109T020000Z/minio/project-a.blobs.jsonl"])
+    }
 }

@@ -54,7 +54,7 @@ swift_exit_codes() {
   [[ -n "${KDL_BIN_DIR:-}" ]] || skip "KDL_BIN_DIR is not set (scripts/test.sh sets it after its build)"
   local version tool
   version=$(tr -d ' \n' <"$REPO_ROOT/backup/VERSION")
-  for tool in s3-put s3-get s3-ls s3-prune k8s-export mlflow-scan notify; do
+  for tool in s3-put s3-get s3-ls s3-prune k8s-export mlflow-scan notify bucket-sync; do
     run -0 "$KDL_BIN_DIR/$tool" --version
     assert_output "$version"
   done

@@ -20,6 +20,8 @@ declare -A KDL_FORMAT_CODEC=(
   [mongodump-archive+gzip]=none      # mongodump --archive --gzip
   [sqlite+zstd]=zstd
   [yaml+zstd]=zstd
+  [minio-index+zstd]=zstd            # bucket-sync's index of a bucket (JSON lines)
+  [minio-blobs]=none                 # bucket-sync's list of the blobs an index references (JSON lines)
 )
 
 # The check of each format's plaintext.
@@ -29,6 +31,8 @@ declare -A KDL_FORMAT_CHECK=(
   [mongodump-archive+gzip]=check_mongo_archive
   [sqlite+zstd]=check_sqlite
   [yaml+zstd]=check_yaml
+  [minio-index+zstd]=check_minio_index
+  [minio-blobs]=check_minio_blobs
 )
 
 KDL_MONGO_CONFIG=${KDL_MONGO_CONFIG:-}
@@ -70,6 +74,8 @@ check_label() {
     check_sqlite) echo "PRAGMA integrity_check" ;;
     check_mongo_archive) if [[ -n "$KDL_MONGO_CONFIG" ]]; then echo "mongorestore --dryRun"; else echo "archive framing"; fi ;;
     check_yaml) echo "YAML documents" ;;
+    check_minio_index) echo "MinIO index lines" ;;
+    check_minio_blobs) echo "MinIO blob list" ;;
   esac
 }
 
@@ -221,4 +227,22 @@ mongo_error_status() {
   if grep -qiE 'no reachable servers|server selection|connection refused|connect: |timed out|no such host' "$1"; then
     return "$EX_UNAVAILABLE"
   elif grep -qiE 'auth|unauthorized|not authorized' "$1"; then return "$EX_NOPERM"; else return "$EX_IOERR"; fi
+}
+
+# check_minio_index: JSON lines, each an object with its key, size, blob, offset, length and sha256; counts them.
+check_minio_index() {
+  jq -cn 'reduce inputs as $o ({objects: 0, bytes: 0};
+    if ($o | type) == "object" and ($o.key | type) == "string" and ($o.size | type) == "number" and ($o.blob | type) == "string"
+       and ($o.offset | type) == "number" and ($o.length | type) == "number" and ($o.sha256 | type) == "string"
+    then .objects += 1 | .bytes += $o.size else error("not a bucket-sync index line") end)' 2>/dev/null ||
+    { echo "not a bucket-sync index" >&2; return 74; }
+}
+
+# check_minio_blobs: JSON lines, each a blob's key under blobs/, its stored bytes and sha256; counts them.
+check_minio_blobs() {
+  jq -cn 'reduce inputs as $b ({blobs: 0};
+    if ($b | type) == "object" and ($b.key | type) == "string" and ($b.key | startswith("blobs/")) and ($b.bytes | type) == "number"
+       and ($b.sha256 | type) == "string"
+    then .blobs += 1 else error("not a blob list line") end)' 2>/dev/null ||
+    { echo "not a bucket-sync blob list" >&2; return 74; }
 }

@@ -44,7 +44,7 @@ tool_version() {
 # tools_json: versions of the helpers and of pg_dump, mongodump, zstd, age, sqlite3, as a JSON object.
 tools_json() {
   local tool args=()
-  for tool in s3-put s3-ls s3-prune k8s-export mlflow-scan notify pg_dump mongodump zstd age sqlite3; do
+  for tool in s3-put s3-ls s3-prune k8s-export mlflow-scan notify bucket-sync pg_dump mongodump zstd age sqlite3; do
     args+=("$tool" "$(tool_version "$tool")")
   done
   jq -n '$ARGS.positional | [range(0; length; 2) as $i | {key: .[$i], value: (.[$i + 1] | if . == "" then null else . end)}] | from_entries' \

@@ -2,7 +2,8 @@
 # Summary: start the local KDL stack on 127.0.0.1 (free ports), all state under DIR, and write DIR/stack.env.
 # Usage: scripts/stack/up.sh --dir DIR [--seed tiny|small|SIZE] [--seed-number N]
 #
-# Services: PostgreSQL 15 (Gitea's database), moto_server (S3, signatures checked),
+# Services: PostgreSQL 15 (Gitea's database), moto_server (S3, signatures checked), a second moto_server
+# standing in for the platform's MinIO (STACK_MINIO_* in stack.env; seeded with KDL's buckets),
 # nx-27017 (MongoDB wire protocol), the Kubernetes API test double. With --seed,
 # sample data (scripts/stack/seed.py) goes into every service and DIR/seed-summary.json.
 # DIR/stack.env holds bash `export K=V` lines; stop everything with scripts/stack/down.sh --dir DIR.
@@ -86,6 +87,39 @@ start_s3() {
   start_service s3 "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/s3_raw_path_verifier.py" --host 127.0.0.1 --port "$port" \
     --bucket kdl-backups --env-file "$STACK_DIR/s3/verifier.env"
   S3_PORT=$port
+}
+
+# start_minio: the platform's MinIO, stood in for by a second moto (the same signature checks); its settings go
+# to stack.env as STACK_MINIO_* (tests and the demo export them as MINIO_*: without them the job leaves minio out).
+start_minio() {
+  local port
+  port=$(free_port)
+  mkdir -p "$STACK_DIR/minio"
+  start_service minio "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/s3_raw_path_verifier.py" --host 127.0.0.1 --port "$port" \
+    --bucket kdl-minio-probe --env-file "$STACK_DIR/minio/verifier.env"
+  MINIO_PORT=$port
+}
+
+# init_minio: waits for the stand-in's key; seeds KDL's buckets when the stack is seeded.
+init_minio() {
+  wait_port "$MINIO_PORT" "$START_TIMEOUT" minio
+  local keyfile="$STACK_DIR/minio/verifier.env" deadline=$((SECONDS + START_TIMEOUT)) key_id secret
+  until [[ -s "$keyfile" ]]; do
+    ((SECONDS < deadline)) || die "the MinIO stand-in did not create its access key (log: $STACK_DIR/logs/minio.log)"
+    sleep 0.1
+  done
+  # shellcheck source=/dev/null
+  { read -r key_id && read -r secret; } < <(source "$keyfile" && printf '%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY")
+  setenv STACK_MINIO_ENDPOINT "http://127.0.0.1:$MINIO_PORT"
+  setenv STACK_MINIO_ACCESS_KEY_ID "$key_id"
+  setenv STACK_MINIO_SECRET_ACCESS_KEY "$secret"
+  setenv STACK_MINIO_ENV_FILE "$keyfile"
+  if [[ -n "$SEED" ]]; then
+    "$STACK_PY" "$STACK_LIB_ROOT/scripts/stack/seed_minio.py" --env-file "$keyfile" --summary "$STACK_DIR/seed-summary.json" \
+      --large 0 --seed-number "$SEED_NUMBER" >"$STACK_DIR/minio/seed.json" 2>>"$STACK_DIR/logs/seed.log" ||
+      die "seeding MinIO failed: $(tail -n 3 "$STACK_DIR/logs/seed.log" | tr '\n' ' ')"
+    setenv STACK_MINIO_SEED "$STACK_DIR/minio/seed.json"
+  fi
 }
 
 # init_s3: waits for the server's bootstrap (its env file) and takes the access key from it.
@@ -242,6 +276,7 @@ main() {
   local started=$SECONDS
   prepare_dir
   start_s3
+  start_minio
   start_mongo
   start_postgres
   init_s3
@@ -253,6 +288,7 @@ main() {
   rm -rf "$GITEA_DATA_DIR" "$MLFLOW_ROOT" "$STACK_DIR/seed-summary.json"
   mkdir -p "$GITEA_DATA_DIR" "$MLFLOW_ROOT"
   seed_data
+  init_minio
   [[ -z "$SEED" ]] || setenv STACK_SEED_SUMMARY "$STACK_DIR/seed-summary.json"
   start_k8s
   write_env

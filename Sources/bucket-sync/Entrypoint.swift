@@ -1,0 +1,6 @@
+import BucketSync
+
+@main
+enum Entrypoint {
+    static func main() { BucketSyncCommand.main() }
+}
