@@ -149,6 +149,16 @@ load_config() {
   load_encryption
 }
 
+# log_unconfigured: one line for each component the environment leaves out that says why (its note).
+log_unconfigured() {
+  local name
+  for name in "${KDL_COMPONENTS[@]}"; do
+    if ! selected "$name" && ! kdl_component_configured "$name" && kdl_has_fn "${name}_unconfigured_note"; then
+      log info step="$MODE" component="$name" result=skipped "$("${name}_unconfigured_note")"
+    fi
+  done
+}
+
 # setup_workdir: one private temp dir (job log, statuses, one MLflow snapshot at a time),
 # removed by the EXIT trap; TERM and INT stop the running pipelines and exit without a manifest.
 setup_workdir() {
@@ -311,6 +321,7 @@ main() {
   log info step="$MODE" id="$BACKUP_ID" bucket="$KDL_BUCKET" prefix="$KDL_PREFIX" components="${SELECTED[*]}" \
     encrypted="$(encrypted && echo true || echo false)"
   log info step="$MODE" platform="$KDL_PLATFORM" reason="$KDL_PLATFORM_REASON"
+  log_unconfigured
   if [[ "$MODE" == preflight ]]; then
     run_preflight || status=$?
   else

@@ -307,6 +307,14 @@ in_script() {
   [[ "$stderr" == *"step=preflight result=ok"* ]]
 }
 
+@test "without MINIO_ENDPOINT the run leaves minio out and says so; BACKUP_COMPONENTS=minio without it is 64" {
+  run -0 --separate-stderr "$BACKUP_SH" --preflight
+  assert_equal "$(grep -c 'component=minio result=skipped msg="MINIO_ENDPOINT is not set' <<<"$stderr")" 1
+  [[ "$stderr" != *"check=minio"* ]]
+  BACKUP_COMPONENTS=minio run -64 --separate-stderr "$BACKUP_SH" --preflight
+  assert_equal "$stderr" "backup: BACKUP_COMPONENTS selects minio but MINIO_ENDPOINT is not set (the platform's MinIO, http(s)://host:port)"
+}
+
 @test "--preflight: S3 refusing the credentials is 77, a missing bucket 64, S3 down 69" {
   STUB_S3_PUT_EXIT=77 run -77 --separate-stderr "$BACKUP_SH" --preflight
   [[ "$stderr" == *"check=s3 result=failed code=77"*"AccessDenied"* ]]

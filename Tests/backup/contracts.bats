@@ -71,7 +71,7 @@ swift_exit_codes() {
 @test "every component file registers itself and implements the interface; the orders are unique" {
   run -0 bash -c "source '$REPO_ROOT/backup/lib/common.sh'; source '$REPO_ROOT/backup/lib/registry.sh'; kdl_load_components '$REPO_ROOT/backup/components'
     echo \"\${KDL_COMPONENTS[*]}|\${KDL_RESTORE_STEPS[*]}\"; printf '%s\n' \"\${KDL_COMPONENT_ORDER[@]}\" | sort | uniq -d; printf '%s\n' \"\${KDL_STEP_ORDER[@]}\" | sort | uniq -d"
-  assert_output 'gitea postgres mongodb mlflow volumes kubernetes|k8s-secrets gitea-db postgres gitea-data volumes mongodb mlflow k8s-resources'
+  assert_output 'gitea postgres mongodb mlflow volumes kubernetes minio|k8s-secrets gitea-db postgres gitea-data volumes mongodb minio mlflow k8s-resources'
 }
 
 @test "a component file without one of the interface's functions is refused by name" {

@@ -204,7 +204,7 @@ setup() {
   fake_set 20240101T000000Z success
   run -64 --separate-stderr "$RESTORE_SH" restore latest
   run -64 --separate-stderr "$RESTORE_SH" restore gitea-everything latest
-  assert_equal "${stderr_lines[-1]}" 'restore.sh: unknown component: gitea-everything (gitea-db, gitea-data, gitea, postgres, mongodb, mlflow, volumes, kubernetes, all)'
+  assert_equal "${stderr_lines[-1]}" 'restore.sh: unknown component: gitea-everything (gitea-db, gitea-data, gitea, postgres, mongodb, mlflow, volumes, kubernetes, minio, all)'
   run -64 --separate-stderr "$RESTORE_SH" restore gitea-data latest
   assert_line --partial 'plan: gitea-data: extract gitea/data.tar.zst into'
   assert_equal "${stderr_lines[-1]}" 'restore.sh: refusing to change live systems without --yes (the plan is above; --dry-run checks everything and changes nothing)'

@@ -235,7 +235,7 @@ check_minio_index() {
     if ($o | type) == "object" and ($o.key | type) == "string" and ($o.size | type) == "number" and ($o.blob | type) == "string"
        and ($o.offset | type) == "number" and ($o.length | type) == "number" and ($o.sha256 | type) == "string"
     then .objects += 1 | .bytes += $o.size else error("not a bucket-sync index line") end)' 2>/dev/null ||
-    { echo "not a bucket-sync index" >&2; return 74; }
+    { echo "not a bucket-sync index" >&2; return "$EX_IOERR"; }
 }
 
 # check_minio_blobs: JSON lines, each a blob's key under blobs/, its stored bytes and sha256; counts them.
@@ -244,5 +244,5 @@ check_minio_blobs() {
     if ($b | type) == "object" and ($b.key | type) == "string" and ($b.key | startswith("blobs/")) and ($b.bytes | type) == "number"
        and ($b.sha256 | type) == "string"
     then .blobs += 1 else error("not a blob list line") end)' 2>/dev/null ||
-    { echo "not a bucket-sync blob list" >&2; return 74; }
+    { echo "not a bucket-sync blob list" >&2; return "$EX_IOERR"; }
 }

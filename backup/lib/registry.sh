@@ -20,6 +20,7 @@
 #   NAME_configured (optional: false when the environment does not configure the component, e.g. no
 #                    database listed, or another platform's; such a component is neither in the default
 #                    selection nor in the manifest, unless BACKUP_COMPONENTS names it)
+#   NAME_unconfigured_note (optional: one line backup.sh logs when the environment leaves the component out)
 # shellcheck disable=SC2034  # KDL_* globals are read by the scripts that source this file
 
 KDL_COMPONENTS=()
