@@ -179,6 +179,11 @@ def test_backup_env_follows_the_contract(case):
     env = env_of(container)
     components = [c for c in ("gitea", "mongodb", "mlflow", "kubernetes")
                   if backup.get("components", {}).get(c, {}).get("enabled", True)]
+    if backup.get("minio", {}).get("enabled"):
+        components.append("minio")
+        assert env["MINIO_ENDPOINT"]["value"] == backup["minio"]["endpoint"]
+    else:
+        assert "MINIO_ENDPOINT" not in env
     assert env["BACKUP_COMPONENTS"]["value"] == " ".join(components)
     assert env["BACKUP_S3_BUCKET"]["valueFrom"]["secretKeyRef"]["key"] == "BUCKET_NAME"
     assert env["BACKUP_S3_PREFIX"]["value"] == backup.get("s3", {}).get("prefix", "kdl-backup")
@@ -357,6 +362,34 @@ def test_kdl6_with_keycloak_and_a_volume(chart):
     assert volumes["volume-shared"]["hostPath"] == {"path": "/srv/shared", "type": "Directory"}
     mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["volume-drone"] == {"name": "volume-drone", "mountPath": "/volumes/drone", "readOnly": True}
+
+
+def test_minio_renders_its_env_credentials_and_ca(chart):
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    rendered = render(chart, {"backup": {"enabled": True, "minio": {
+        "enabled": True, "endpoint": "https://minio.minio:9000", "existingSecret": "kdl-minio", "buckets": ["churn", "sales-forecast"],
+        "excludeRegex": "-backup-[0-9]+$", "fullEvery": 4, "caBundle": ca}}})
+    spec = pod_spec(rendered.get("CronJob", "backup"))
+    env = env_of(spec["containers"][0])
+    plain = {name: entry.get("value") for name, entry in env.items()}
+    assert plain["BACKUP_COMPONENTS"].split()[-1] == "minio"
+    assert (plain["MINIO_ENDPOINT"], plain["MINIO_BUCKETS"], plain["MINIO_EXCLUDE_REGEX"], plain["BACKUP_MINIO_FULL_EVERY"]) == (
+        "https://minio.minio:9000", "churn sales-forecast", "-backup-[0-9]+$", "4")
+    assert env["MINIO_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "kdl-minio", "key": "accessKey"}
+    assert env["MINIO_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "kdl-minio", "key": "secretKey"}
+    assert plain["MINIO_CA_FILE"] == "/etc/kdl-backup/minio-ca/ca.crt"
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["minio-ca"]["mountPath"] == "/etc/kdl-backup/minio-ca"
+    assert rendered.get("ConfigMap", "backup-minio-ca")["data"]["ca.crt"].strip() == ca.strip()
+    assert {v["name"]: v for v in spec["volumes"]}["minio-ca"]["configMap"] == {"name": "backup-minio-ca"}
+    every_bucket = render(chart, {"backup": {"enabled": True, "minio": {"enabled": True, "endpoint": "http://kdl-minio:9000", "existingSecret": "s"}}})
+    plain = {n: e.get("value") for n, e in env_of(pod_spec(every_bucket.get("CronJob", "backup"))["containers"][0]).items()}
+    assert plain["MINIO_BUCKETS"] == "*" and "MINIO_CA_FILE" not in plain
+
+
+def test_minio_without_endpoint_or_secret_fails_with_a_message(chart):
+    with pytest.raises(Exception, match="backup.minio.enabled needs backup.minio.endpoint"):
+        render(chart, {"backup": {"enabled": True, "minio": {"enabled": True, "endpoint": "http://kdl-minio:9000"}}})
 
 
 def test_original_block_keeps_its_names(chart):

@@ -125,6 +125,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not (include "kdl-server.giteaEnabled" .) }}{{ $enabled = without $enabled "gitea" }}{{ end }}
 {{- if .Values.backup.postgres.databases }}{{ $enabled = append $enabled "postgres" }}{{ end }}
 {{- if .Values.backup.volumes }}{{ $enabled = append $enabled "volumes" }}{{ end }}
+{{- if .Values.backup.minio.enabled }}{{ $enabled = append $enabled "minio" }}{{ end }}
 {{- join " " $enabled }}
 {{- end }}
 
@@ -185,6 +186,40 @@ kdlprojects.v1.project.konstellation.io usertools.v1alpha1.kdl.konstellation.io 
 - name: BACKUP_VOLUME_{{ upper .name | replace "-" "_" }}_EXCLUDE
   value: {{ join " " .exclude | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The env of the minio component: MINIO_* from backup.minio, the credentials from its Secret. */}}
+{{- define "kdl-server.minioEnv" -}}
+{{- $m := .Values.backup.minio -}}
+{{- if $m.enabled }}
+{{- if not (and $m.endpoint $m.existingSecret) }}
+{{- fail "backup.minio.enabled needs backup.minio.endpoint (http(s)://host:port) and backup.minio.existingSecret (MinIO's credentials)" }}
+{{- end }}
+- name: MINIO_ENDPOINT
+  value: {{ $m.endpoint | quote }}
+- name: MINIO_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $m.existingSecret }}
+      key: {{ $m.accessKeyKey }}
+- name: MINIO_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $m.existingSecret }}
+      key: {{ $m.secretKeyKey }}
+- name: MINIO_BUCKETS
+  value: {{ (join " " $m.buckets) | default "*" | quote }}
+{{- with $m.excludeRegex }}
+- name: MINIO_EXCLUDE_REGEX
+  value: {{ . | quote }}
+{{- end }}
+- name: BACKUP_MINIO_FULL_EVERY
+  value: {{ $m.fullEvery | quote }}
+{{- if $m.caBundle }}
+- name: MINIO_CA_FILE
+  value: /etc/kdl-backup/minio-ca/ca.crt
 {{- end }}
 {{- end }}
 {{- end }}
@@ -330,6 +365,7 @@ Called with (dict "path" "backup.resources" "resources" $resources).
   value: {{ .Values.backup.gitea.postgres.dumpCompress | quote }}
 {{- end }}
 {{- include "kdl-server.extraComponentsEnv" . }}
+{{- include "kdl-server.minioEnv" . }}
 {{- if and $b.components.mongodb.enabled (include "kdl-server.mongodbConfigured" .) }}
 {{- $cs := .Values.global.mongodb.connectionString }}
 - name: MONGO_URI
@@ -449,6 +485,11 @@ Called with (dict "root" $ "readOnly" true|false).
     type: Directory
   {{- end }}
 {{- end }}
+{{- if and $b.minio.enabled $b.minio.caBundle }}
+- name: minio-ca
+  configMap:
+    name: {{ include "kdl-server.backupName" .root }}-minio-ca
+{{- end }}
 {{- with $b.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -474,6 +515,11 @@ Called with (dict "root" $ "readOnly" true|false).
 - name: mlflow
   mountPath: {{ $b.mlflow.path }}
   readOnly: {{ .readOnly }}
+{{- end }}
+{{- if and $b.minio.enabled $b.minio.caBundle }}
+- name: minio-ca
+  mountPath: /etc/kdl-backup/minio-ca
+  readOnly: true
 {{- end }}
 {{- with $b.extraVolumeMounts }}
 {{ toYaml . }}
