@@ -2,9 +2,13 @@
 """Compare a restored KDL installation with its source and print one verification row per component.
 
 Usage: compare-restore.py snapshot-mongo URI OUT.json
+       compare-restore.py snapshot-minio MINIO_ENV OUT.json
        compare-restore.py table --source-db DB --restored-db DB --source-data DIR --restored-data DIR
                                 --excludes "gitea/indexers ssh lost+found" --mongo-uri URI --mongo-before FILE
                                 --source-mlflow DIR --restored-mlflow DIR --source-k8s DIR --restored-k8s DIR
+                                [--minio-before FILE --restored-minio-env MINIO_ENV]
+MINIO_ENV: a file of `export AWS_ACCESS_KEY_ID=...`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL_S3` lines (the stack's
+MinIO stand-in writes one).
 
 Postgres connection comes from the PG* environment (libpq's names); psql, git and sqlite3 must be on PATH.
 Exit status 0 when every component matches, 1 otherwise.
@@ -125,6 +129,36 @@ def compare_mlflow(source, restored):
     return not differing and bool(want), f"{len(want)} stores", f"{len(got)} stores", differing
 
 
+# --- MinIO: every bucket's objects, bytes, content types and user metadata -------------------------
+
+def minio_snapshot(env_file):
+    import boto3
+    from botocore.config import Config
+    env = dict(line[len("export "):].strip().split("=", 1) for line in Path(env_file).read_text().splitlines()
+               if line.startswith("export "))
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                          config=Config(s3={"addressing_style": "path"}))
+    snapshot = {}
+    for bucket in sorted(b["Name"] for b in client.list_buckets()["Buckets"]):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                got = client.get_object(Bucket=bucket, Key=item["Key"])
+                snapshot[f"{bucket}/{item['Key']}"] = [hashlib.sha256(got["Body"].read()).hexdigest(), got["ContentType"],
+                                                       got["Metadata"]]
+    return snapshot
+
+
+def compare_minio(before_file, restored_env):
+    before = json.loads(Path(before_file).read_text())
+    after = minio_snapshot(restored_env)
+    def describe(snapshot):
+        return f"{len({key.split('/', 1)[0] for key in snapshot})} buckets, {len(snapshot)} objects"
+
+    differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return before == after and bool(before), describe(before), describe(after), differing
+
+
 # --- Kubernetes: restored manifests equal a fresh export of the source ----------------------------
 
 def compare_k8s(source, restored):
@@ -146,6 +180,8 @@ def table(args):
         ("mlflow", *compare_mlflow(args.source_mlflow, args.restored_mlflow)),
         ("kubernetes", *compare_k8s(args.source_k8s, args.restored_k8s)),
     ]
+    if args.minio_before:
+        rows.insert(3, ("minio", *compare_minio(args.minio_before, args.restored_minio_env)))
     print("| component | source | restored | verified |")
     print("|---|---|---|---|")
     for name, ok, source, restored, detail in rows:
@@ -164,9 +200,17 @@ def main():
     for flag in ("source-db", "restored-db", "source-data", "restored-data", "excludes", "mongo-uri",
                  "mongo-before", "source-mlflow", "restored-mlflow", "source-k8s", "restored-k8s"):
         tab.add_argument("--" + flag, required=True)
+    tab.add_argument("--minio-before")
+    tab.add_argument("--restored-minio-env")
+    snap_minio = sub.add_parser("snapshot-minio")
+    snap_minio.add_argument("env_file")
+    snap_minio.add_argument("out")
     args = parser.parse_args()
     if args.command == "snapshot-mongo":
         Path(args.out).write_text(json.dumps(mongo_snapshot(args.uri), sort_keys=True))
+        return 0
+    if args.command == "snapshot-minio":
+        Path(args.out).write_text(json.dumps(minio_snapshot(args.env_file), sort_keys=True))
         return 0
     return table(args)
 

@@ -5,12 +5,14 @@
 #
 # Steps: setup, release build, local stack (scripts/stack/up.sh) with sample data, an age key
 # pair, backup/backup.sh (encrypted), restore.sh list/show/verify, then restore.sh restore of every
-# component into fresh targets (a new database, new folders; MongoDB over its own databases, compared
-# with a snapshot taken before the backup), and the table. --keep leaves the stack running.
+# component into fresh targets (a new database, new folders, an empty MinIO; MongoDB over its own databases,
+# compared with a snapshot taken before the backup), and the table. --keep leaves the stack running.
 set -Eeuo pipefail
 umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/stack/lib.sh
+source "$ROOT/scripts/stack/lib.sh" # free_port, start_service, wait_port (its say is replaced below)
 export PATH="/opt/swift/usr/bin:$ROOT/.venv/bin:$PATH"
 SEED=tiny
 KEEP=false
@@ -54,6 +56,9 @@ start_stack() {
   source "$DEMO_DIR/stack/stack.env"
   set +a
   export PATH="$BIN_DIR:$STACK_BIN_DIR:$PATH"
+  # The platform's MinIO (the stack's stand-in): with MINIO_ENDPOINT set the job backs up its buckets.
+  export MINIO_ENDPOINT=$STACK_MINIO_ENDPOINT MINIO_ACCESS_KEY_ID=$STACK_MINIO_ACCESS_KEY_ID
+  export MINIO_SECRET_ACCESS_KEY=$STACK_MINIO_SECRET_ACCESS_KEY
 }
 
 # make_keys: an age key pair; only the public key goes to the backup, the identity stays for the restore.
@@ -66,6 +71,7 @@ make_keys() {
 run_backup() {
   say "backup/backup.sh (recipients: $BACKUP_AGE_RECIPIENTS)"
   python "$ROOT/scripts/compare-restore.py" snapshot-mongo "$MONGO_URI" "$DEMO_DIR/mongo-before.json"
+  python "$ROOT/scripts/compare-restore.py" snapshot-minio "$STACK_MINIO_ENV_FILE" "$DEMO_DIR/minio-before.json"
   "$ROOT/backup/backup.sh"
 }
 
@@ -87,8 +93,26 @@ restore_fresh() {
   PGDATABASE=gitea_restored "$ROOT/backup/restore.sh" restore gitea-db latest "${identity[@]}" --yes
   GITEA_DATA_DIR="$restored/gitea-data" "$ROOT/backup/restore.sh" restore gitea-data latest "${identity[@]}" --yes
   "$ROOT/backup/restore.sh" restore mongodb latest "${identity[@]}" --yes
+  start_empty_minio
+  MINIO_ENDPOINT=$TARGET_MINIO_ENDPOINT MINIO_ACCESS_KEY_ID=$TARGET_MINIO_KEY_ID MINIO_SECRET_ACCESS_KEY=$TARGET_MINIO_SECRET \
+    "$ROOT/backup/restore.sh" restore minio latest "${identity[@]}" --yes
   MLFLOW_ROOT="$restored/mlflow" "$ROOT/backup/restore.sh" restore mlflow latest "${identity[@]}" --yes
   "$ROOT/backup/restore.sh" restore kubernetes latest "${identity[@]}" --output "$restored/kubernetes"
+}
+
+# start_empty_minio: a fresh MinIO stand-in (an empty moto) to restore the buckets into; stopped with the stack.
+start_empty_minio() {
+  local port env_file="$DEMO_DIR/minio-target.env"
+  port=$(free_port)
+  STACK_DIR="$DEMO_DIR/stack" start_service minio-target "$STACK_PY" "$ROOT/Tests/fixtures/s3_raw_path_verifier.py" \
+    --host 127.0.0.1 --port "$port" --bucket kdl-minio-probe --env-file "$env_file"
+  STACK_DIR="$DEMO_DIR/stack" wait_port "$port" 60 minio-target
+  until [[ -s "$env_file" ]]; do sleep 0.1; done
+  TARGET_MINIO_ENV=$env_file
+  TARGET_MINIO_ENDPOINT="http://127.0.0.1:$port"
+  TARGET_MINIO_KEY_ID=$(sed -n 's/^export AWS_ACCESS_KEY_ID=//p' "$env_file")
+  TARGET_MINIO_SECRET=$(sed -n 's/^export AWS_SECRET_ACCESS_KEY=//p' "$env_file")
+  # The fresh server made its own probe bucket; the source has one of the same name, so both snapshots hold it.
 }
 
 # export_source_objects: what the cluster holds now, cleaned the same way, to compare with the restored manifests.
@@ -109,7 +133,8 @@ print_table() {
     --excludes "gitea/indexers ssh lost+found" \
     --mongo-uri "$MONGO_URI" --mongo-before "$DEMO_DIR/mongo-before.json" \
     --source-mlflow "$MLFLOW_ROOT" --restored-mlflow "$restored/mlflow" \
-    --source-k8s "$DEMO_DIR/source-k8s" --restored-k8s "$restored/kubernetes"
+    --source-k8s "$DEMO_DIR/source-k8s" --restored-k8s "$restored/kubernetes" \
+    --minio-before "$DEMO_DIR/minio-before.json" --restored-minio-env "$TARGET_MINIO_ENV"
 }
 
 main() {
