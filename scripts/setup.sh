@@ -19,6 +19,8 @@ APT_PACKAGES=(
   postgresql postgresql-client sqlite3 zstd age tar git jq curl ca-certificates openssl procps psmisc iproute2
   # tests and the image smoke test
   bats bats-assert bats-support shellcheck debootstrap valgrind time
+  # the MinIO benchmark's peer
+  restic
   python3-venv
 )
 

@@ -57,7 +57,7 @@ struct BackupCommand: ParsableCommand {
     var recipients: [String] = []
 
     @Option(help: ArgumentHelp("Pack objects smaller than this many MiB; larger ones are blobs of their own.", valueName: "MiB"))
-    var largeMiB = 16
+    var largeMiB = 8
 
     @Option(help: ArgumentHelp("Close a pack at this many MiB of plaintext.", valueName: "MiB"))
     var packMiB = 32
@@ -85,8 +85,18 @@ struct BackupCommand: ParsableCommand {
             let environment = Environment.process
             var destination = try S3Location(parsing: destination)
             while destination.key.hasSuffix("/") { destination.key.removeLast() }
-            let target = try s3.makeClient(tool: "bucket-sync", environment: environment)
-            let source = try MinIOSettings.client(environment: environment, retries: s3.retries, stallTimeout: s3.stallTimeout)
+            var storeRequests: CountingTransport?
+            var minioRequests: CountingTransport?
+            let target = try s3.makeClient(tool: "bucket-sync", environment: environment) {
+                let counting = CountingTransport($0)
+                storeRequests = counting
+                return counting
+            }
+            let source = try MinIOSettings.client(environment: environment, retries: s3.retries, stallTimeout: s3.stallTimeout) {
+                let counting = CountingTransport($0)
+                minioRequests = counting
+                return counting
+            }
             var options = BackupOptions(
                 destination: destination, setID: set, buckets: buckets.isEmpty ? nil : buckets, excludeRegex: excludeRegex,
                 fullEvery: fullEvery, codec: Codec(recipients: recipients))
@@ -98,6 +108,11 @@ struct BackupCommand: ParsableCommand {
                 log: .standardError, emit: { try JSONOutput.printLine($0) })
             var outcome: Error?
             do { _ = try backup.run() } catch { outcome = error }
+            Log.standardError.log(
+                outcome == nil ? .info : .error, tool: "bucket-sync", "done",
+                [("objects", "\(backup.details.objects)"), ("uploaded", "\(backup.details.objectsUploaded)"),
+                 ("reused", "\(backup.details.objectsReused)"), ("bytes_uploaded", "\(backup.details.bytesUploaded)"),
+                 ("requests_minio", "\(minioRequests?.count ?? 0)"), ("requests_store", "\(storeRequests?.count ?? 0)")])
             try JSONOutput.printLine(["details": backup.details])
             if let outcome { throw outcome }
         }

@@ -31,21 +31,35 @@ final class BucketWork {
         let suffix = options.codec.suffix
         let indexKey = "minio/\(bucket).index.jsonl\(suffix)"
         index = try EncodedUpload(
-            client: backup.target, options: options.putOptions, location: backup.location("\(options.setID)/\(indexKey)"),
+            client: backup.target, options: options.indexPutOptions, location: backup.location("\(options.setID)/\(indexKey)"),
             command: backup.encoder(forIndex: true))
         try backup.source.list(bucket: bucket, prefix: "") { page in
+            var batch: [S3Object] = []
+            var batchBytes: Int64 = 0
+            func flush() throws {
+                try storeSmallBatch(batch)
+                batch.removeAll()
+                batchBytes = 0
+            }
             for object in page {
                 if let old = try previous?.entry(for: object.key), old.size == object.size, old.etag == object.etag,
                     old.lastModified == object.lastModified, let blob = previous?.blobs[old.blob]
                 {
+                    try flush()
                     try reuse(old, blob: blob)
+                } else if object.size < options.largeThreshold {
+                    if batchBytes + object.size > options.batchBytes || batch.count == options.batchObjects { try flush() }
+                    batch.append(object)
+                    batchBytes += object.size
                 } else {
+                    try flush()
                     try store(object)
                 }
                 done.objects += 1
                 done.bytes += object.size
                 progress()
             }
+            try flush()
         }
         if let previous {
             do {
@@ -101,6 +115,30 @@ final class BucketWork {
         return "blobs/\(options.setID)/\(random)-\(blobSequence)\(options.codec.suffix)"
     }
 
+    /// Small objects read at once (their GETs overlap: each costs a round trip, not bandwidth), then packed in
+    /// listing order; one that changed since the listing goes the careful way of `store`.
+    func storeSmallBatch(_ objects: [S3Object]) throws {
+        guard !objects.isEmpty else { return }
+        let results = BatchResults(count: objects.count)
+        let group = DispatchGroup()
+        let source = backup.source
+        let bucket = bucket
+        let limit = options.largeThreshold
+        for (slot, object) in objects.enumerated() {
+            DispatchQueue.global().async(group: group) {
+                results.set(slot, Result { try source.getSmall(bucket: bucket, key: object.key, etag: object.etag, limit: limit) })
+            }
+        }
+        group.wait()
+        for (slot, object) in objects.enumerated() {
+            if let (version, bytes) = try results.get(slot) {
+                try storeSmall(object.key, version: version, lastModified: object.lastModified, bytes: bytes, changed: false)
+            } else {
+                try store(object)
+            }
+        }
+    }
+
     /// A new or changed object, read once (pinned to its listed ETag; a changed one is read again as it now is).
     func store(_ object: S3Object) throws {
         var expected = (etag: object.etag, size: object.size, lastModified: object.lastModified)
@@ -136,7 +174,7 @@ final class BucketWork {
         if pack == nil {
             packKey = newBlobKey()
             pack = try EncodedUpload(
-                client: backup.target, options: options.putOptions, location: backup.location(packKey), command: backup.encoder(forIndex: false))
+                client: backup.target, options: options.packPutOptions, location: backup.location(packKey), command: backup.encoder(forIndex: false))
         }
         var version = version
         version.size = Int64(bytes.count)
@@ -162,7 +200,7 @@ final class BucketWork {
         guard version.etag == etag else { return false }
         let blobKey = newBlobKey()
         let upload = try EncodedUpload(
-            client: backup.target, options: options.putOptions, location: backup.location(blobKey), command: backup.encoder(forIndex: false))
+            client: backup.target, options: options.blobPutOptions, location: backup.location(blobKey), command: backup.encoder(forIndex: false))
         let digest = RunningDigest()
         var size: Int64 = 0
         do {
@@ -234,5 +272,23 @@ final class BucketWork {
         pack = nil
         index?.abort()
         index = nil
+    }
+}
+
+/// The answers of one batch of GETs, filled from several threads.
+final class BatchResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Result<(ObjectVersion, [UInt8])?, Error>?]
+
+    init(count: Int) {
+        results = Array(repeating: nil, count: count)
+    }
+
+    func set(_ slot: Int, _ result: Result<(ObjectVersion, [UInt8])?, Error>) {
+        lock.withLock { results[slot] = result }
+    }
+
+    func get(_ slot: Int) throws -> (ObjectVersion, [UInt8])? {
+        try lock.withLock { results[slot] }!.get()
     }
 }

@@ -7,7 +7,9 @@ import S3
 public enum MinIOSettings {
     /// A client for `MINIO_ENDPOINT` with `MINIO_ACCESS_KEY_ID`/`MINIO_SECRET_ACCESS_KEY`, `MINIO_REGION`
     /// (default us-east-1) and `MINIO_CA_FILE`; path-style addressing.
-    public static func client(environment: Environment, retries: Int, stallTimeout: Int, log: Log = .standardError) throws -> S3Client {
+    public static func client(
+        environment: Environment, retries: Int, stallTimeout: Int, log: Log = .standardError, wrap: (HTTPTransport) -> HTTPTransport = { $0 }
+    ) throws -> S3Client {
         guard let endpoint = environment.first("MINIO_ENDPOINT") else {
             throw BucketSyncError.usage("MINIO_ENDPOINT is not set (the platform's MinIO, http(s)://host:port)")
         }
@@ -25,7 +27,7 @@ public enum MinIOSettings {
         http.caFile = environment.first("MINIO_CA_FILE")
         http.lowSpeedSeconds = stallTimeout
         return S3Client(
-            configuration: configuration, transport: CurlTransport(options: http), retry: RetryPolicy(retries: retries), log: log,
+            configuration: configuration, transport: wrap(CurlTransport(options: http)), retry: RetryPolicy(retries: retries), log: log,
             tool: "bucket-sync")
     }
 
@@ -128,4 +130,22 @@ func xmlValues(_ name: String, in xml: String) -> [String] {
         rest = rest[close.upperBound...]
     }
     return values
+}
+
+/// Counts the requests sent through it (the run's last log line reports them: the bench's "requests made").
+public final class CountingTransport: HTTPTransport, @unchecked Sendable {
+    let inner: HTTPTransport
+    private let lock = NSLock()
+    private var sent = 0
+
+    public init(_ inner: HTTPTransport) {
+        self.inner = inner
+    }
+
+    public var count: Int { lock.withLock { sent } }
+
+    public func send(_ request: HTTPRequest, sink: HTTPBodySink?) throws -> HTTPResponse {
+        lock.withLock { sent += 1 }
+        return try inner.send(request, sink: sink)
+    }
 }

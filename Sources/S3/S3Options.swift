@@ -29,13 +29,13 @@ public struct S3Options: ParsableArguments {
     }
 
     /// A client over libcurl configured from `environment` and these options. `AWS_CA_BUNDLE` names a CA file.
-    public func makeClient(tool: String, environment: Environment) throws -> S3Client {
+    public func makeClient(tool: String, environment: Environment, wrap: (HTTPTransport) -> HTTPTransport = { $0 }) throws -> S3Client {
         let configuration = try S3Configuration(environment: environment, endpoint: endpoint, region: region, pathStyle: pathStyle)
         var http = HTTPClientOptions()
         http.caFile = environment.first("AWS_CA_BUNDLE")
         http.lowSpeedSeconds = stallTimeout
         return S3Client(
-            configuration: configuration, transport: CurlTransport(options: http), retry: RetryPolicy(retries: retries), tool: tool)
+            configuration: configuration, transport: wrap(CurlTransport(options: http)), retry: RetryPolicy(retries: retries), tool: tool)
     }
 }
 

@@ -6,7 +6,8 @@ data/processed/, mlflow-artifacts/<experiment>/<run>/artifacts/ and krt/ objects
 metadata; keys with spaces, unicode, + = and %; one deleted project's <id>-backup-<ms> bucket; with
 --large N, N objects above bucket-sync's 16 MiB pack threshold. The same --seed-number gives the same bytes.
 
-Usage: seed_minio.py --env-file MINIO_ENV [--summary SEED_SUMMARY] [--objects N] [--large N] [--seed-number N]
+Usage: seed_minio.py --env-file MINIO_ENV [--summary SEED_SUMMARY] [--objects N] [--large N] [--large-mib MIN-MAX]
+                     [--seed-number N]
 Prints one JSON line: {"buckets": [...], "objects": N, "bytes": N}.
 """
 import argparse
@@ -43,7 +44,7 @@ NAMES = ["train set.csv", "état-2024.parquet", "a+b=c.json", "100% clean.csv", 
 TYPES = {"csv": "text/csv", "parquet": "application/octet-stream", "json": "application/json", "txt": "text/plain"}
 
 
-def seed(s3, projects, objects, large, rng):
+def seed(s3, projects, objects, large, rng, large_mib=(17, 17)):
     buckets, total, count = [], 0, 0
     deleted = f"{projects[-1]}-backup-1733500000000"
     for bucket in projects + [deleted]:
@@ -60,7 +61,7 @@ def seed(s3, projects, objects, large, rng):
             total += len(body)
             count += 1
     for index in range(large):
-        body = rng.randbytes(17 * 1024 * 1024 + index)
+        body = rng.randbytes(rng.randint(large_mib[0], large_mib[1]) * 1024 * 1024 + index)
         s3.put_object(Bucket=projects[0], Key=f"mlflow-artifacts/0/model-{index}/artifacts/model.pkl", Body=body,
                       ContentType="application/octet-stream", Metadata={"mlflow-run": f"run-{index}"})
         total += len(body)
@@ -74,9 +75,12 @@ def main():
     parser.add_argument("--summary", default="")
     parser.add_argument("--objects", type=int, default=12, help="small objects per bucket")
     parser.add_argument("--large", type=int, default=1, help="objects of 17 MiB in the first bucket")
+    parser.add_argument("--large-mib", default="17-17", help="size range of the large objects in MiB, MIN-MAX")
     parser.add_argument("--seed-number", type=int, default=1)
     args = parser.parse_args()
-    result = seed(client(args.env_file), project_ids(args.summary), args.objects, args.large, random.Random(args.seed_number))
+    low, _, high = args.large_mib.partition("-")
+    result = seed(client(args.env_file), project_ids(args.summary), args.objects, args.large, random.Random(args.seed_number),
+                  (int(low), int(high or low)))
     print(json.dumps(result))
 
 
