@@ -14,8 +14,9 @@ runbook_commands() {
 }
 
 @test "docs/restore.md: every restore.sh command of the runbook runs and exits 0" {
-  fake_set "$(date -u +%Y%m%dT%H%M%SZ)" success true
+  FAKE_SET_MINIO=true fake_set "$(date -u +%Y%m%dT%H%M%SZ)" success true
   export BACKUP_AGE_IDENTITY_FILE="$T/key.txt" MONGO_URI='mongodb://kdl:pw-123456@127.0.0.1:27017/admin'
+  export MINIO_ENDPOINT=http://127.0.0.1:9000 MINIO_ACCESS_KEY_ID=minio-key MINIO_SECRET_ACCESS_KEY=minio-secret-123456
   export K8S_SERVER=https://127.0.0.1:6443 K8S_TOKEN_FILE="$T/token"
   echo token-value >"$T/token"
   unset BACKUP_VERIFY_MAX_AGE_HOURS
@@ -32,6 +33,11 @@ runbook_commands() {
   ((n >= 12)) || fail "only $n runbook commands found"
   assert [ -s "$T/k8s-out/secrets.yaml" ]
   assert [ -s "$GITEA_DATA_DIR/gitea/conf/app.ini" ]
+  # MinIO: the dry run plans, each restore writes (one bucket with --bucket), verify checks the blobs
+  grep -q '^bucket-sync restore --dry-run s3://kdl-backups/kdl-backup/.* --bucket churn --identity ' "$STUB_LOG"
+  grep -q '^bucket-sync restore s3://kdl-backups/kdl-backup/.* --bucket churn --identity ' "$STUB_LOG"
+  grep -q '^bucket-sync verify s3://kdl-backups/kdl-backup/' "$STUB_LOG"
+  refute grep -q 'minio-secret-123456' "$STUB_LOG"
 }
 
 @test "docs/operations.md: its restore.sh commands run on a fresh set, each reporting through notify" {

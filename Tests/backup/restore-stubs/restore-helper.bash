@@ -49,6 +49,8 @@ _put() {
     *.archive.gz) format=mongodump-archive+gzip ;;
     *.db.zst) format=sqlite+zstd ;;
     *.yaml.zst) format=yaml+zstd ;;
+    *.index.jsonl.zst) format=minio-index+zstd ;;
+    *.blobs.jsonl) format=minio-blobs ;;
   esac
   [[ "$enc" == true ]] && key="$key.age"
   dest="$FAKE_S3/kdl-backups/kdl-backup/$SET/$key"
@@ -57,6 +59,14 @@ _put() {
   jq -nc --arg c "${key%%/*}" --arg k "$key" --argjson b "$(stat -c %s "$dest")" \
     --arg s "$(sha256sum "$dest" | cut -d' ' -f1)" --argjson e "$enc" --arg f "$format" \
     '{component: $c, key: $k, bytes: $b, sha256: $s, format: $f, encrypted: $e, verified: true}' >>"$T/objects.jsonl"
+}
+
+# _fake_minio ENCRYPT: the minio component's objects as bucket-sync writes them, for bucket churn (its blobs are
+# not stored: the bucket-sync stub stands in for the helper that reads them).
+_fake_minio() {
+  printf '%s\n' '{"blob":"blobs/x/p-1.zst.age","contentType":"text/csv","etag":"e1","key":"data/raw/a.csv","lastModified":"2024-01-01T00:00:00.000Z","length":120,"metadata":{},"offset":0,"sha256":"'"$(printf a | sha256sum | cut -d' ' -f1)"'","size":1}' |
+    zstd -q -c | _put minio/churn.index.jsonl.zst "$1"
+  printf '%s\n' '{"bytes":300,"key":"blobs/x/p-1.zst.age","sha256":"'"$(printf p | sha256sum | cut -d' ' -f1)"'"}' | _put minio/churn.blobs.jsonl false
 }
 
 # fake_set ID STATUS [ENCRYPT] [TAR_FILE]: a complete set with every component (TAR_FILE replaces Gitea's data tar).
@@ -75,6 +85,7 @@ fake_set() {
   zstd -q -c "$T/src.db" | _put mlflow/proj1/mlflow.db.zst "$enc"
   printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: alice-ssh-keys\ndata:\n  KDL_USER_PRIVATE_SSH_KEY: c2VjcmV0\n' | zstd -q -c | _put kubernetes/secrets.yaml.zst "$enc"
   printf 'apiVersion: project.konstellation.io/v1\nkind: KDLProject\nmetadata:\n  name: kdlproject-proj1\n' | zstd -q -c | _put kubernetes/kdlprojects.yaml.zst "$enc"
+  [[ "${FAKE_SET_MINIO:-false}" != true ]] || _fake_minio "$enc"
   started="${SET:0:4}-${SET:4:2}-${SET:6:2}T${SET:9:2}:${SET:11:2}:${SET:13:2}Z"
   jq -s --arg id "$SET" --arg st "$status" --arg started "$started" --argjson enc "$enc" --arg r "$RECIPIENT" '
     {format: "kdl-backup/v1", id: $id, startedAt: $started, finishedAt: $started, status: $st,
