@@ -202,6 +202,7 @@ public final class BucketRestore {
         let stream = try DecodedDownload(
             client: store, location: location, expectedSHA256: blob.sha256,
             decoder: Codec.decoder(encrypted: blob.key.hasSuffix(".age"), identityFile: options.identityFile))
+        let batch = PutBatch(client: target, bucket: bucket.name)
         do {
             for record in records {
                 let skip = record.offset - stream.reader.consumed
@@ -209,9 +210,10 @@ public final class BucketRestore {
                 try stream.reader.read(skip) { _ in }
                 guard let line = try stream.reader.readLine() else { throw BucketSyncError.integrity("\(location): ends before a record") }
                 let header = try JSONLine.decode(RecordHeader.self, line, what: "\(location)")
-                try copy(header, from: stream.reader, expected: record.sha256, bucket: bucket.name, location: location)
+                try copy(header, from: stream.reader, expected: record.sha256, bucket: bucket.name, location: location, batch: batch)
                 _ = try stream.reader.readLine()  // the trailer
             }
+            try batch.flush()
             try stream.finish()
         } catch {
             stream.abandon()
@@ -226,7 +228,9 @@ public final class BucketRestore {
         return headers
     }
 
-    func copy(_ header: RecordHeader, from reader: StreamReader, expected: [UInt8], bucket: String, location: S3Location) throws {
+    func copy(_ header: RecordHeader, from reader: StreamReader, expected: [UInt8], bucket: String, location: S3Location, batch: PutBatch)
+        throws
+    {
         let mismatch = BucketSyncError.integrity("\(header.key) in \(location): sha256 does not match the index")
         if options.verifyOnly || header.size < options.largeThreshold {
             var bytes: [UInt8] = []
@@ -236,12 +240,11 @@ public final class BucketRestore {
                 if !options.verifyOnly { bytes.append(contentsOf: piece) }
             }
             guard digest.finalize() == expected else { throw mismatch }
-            guard !options.verifyOnly, let target else { return }
-            _ = try bytes.withUnsafeBytes { raw in
-                try target.putObject(bucket: bucket, key: header.key, data: raw, sha256: SHA256Digest.hash(raw).hexString, headers: headers(header))
-            }
+            guard !options.verifyOnly else { return }
+            try batch.add(key: header.key, bytes: bytes, headers: headers(header))
             return
         }
+        try batch.flush()
         guard let target else { return }
         var put = options.putOptions
         put.headers = headers(header)
@@ -336,4 +339,56 @@ final class ListingCursor {
         }
         return count
     }
+}
+
+/// Small objects written at once (each PUT costs a round trip): up to 16 objects or 8 MiB, sent together when full,
+/// before a large object and at the end of a blob.
+final class PutBatch: @unchecked Sendable {
+    let client: S3Client?
+    let bucket: String
+    private var pending: [(key: String, bytes: [UInt8], headers: [HTTPHeader])] = []
+    private var bytes = 0
+
+    init(client: S3Client?, bucket: String) {
+        self.client = client
+        self.bucket = bucket
+    }
+
+    func add(key: String, bytes: [UInt8], headers: [HTTPHeader]) throws {
+        if pending.count == 16 || self.bytes + bytes.count > 8 << 20 { try flush() }
+        pending.append((key, bytes, headers))
+        self.bytes += bytes.count
+    }
+
+    func flush() throws {
+        guard let client, !pending.isEmpty else { return }
+        let work = pending
+        pending.removeAll()
+        bytes = 0
+        let failures = FailureBox()
+        let group = DispatchGroup()
+        let bucket = bucket
+        for item in work {
+            DispatchQueue.global().async(group: group) {
+                do {
+                    _ = try item.bytes.withUnsafeBytes { raw in
+                        try client.putObject(bucket: bucket, key: item.key, data: raw, sha256: SHA256Digest.hash(raw).hexString, headers: item.headers)
+                    }
+                } catch {
+                    failures.record(error)
+                }
+            }
+        }
+        group.wait()
+        if let error = failures.first { throw error }
+    }
+}
+
+/// The first error of several threads.
+final class FailureBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: Error?
+
+    func record(_ error: Error) { lock.withLock { if self.error == nil { self.error = error } } }
+    var first: Error? { lock.withLock { error } }
 }
