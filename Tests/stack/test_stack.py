@@ -105,6 +105,7 @@ def stack_ports(env: dict) -> dict[str, int]:
         "postgres": int(env["PGPORT"]),
         "mongo": int(env["MONGO_URI"].rstrip("/").rsplit(":", 1)[1]),
         "k8s": int(env["K8S_SERVER"].rsplit(":", 1)[1]),
+        "minio": int(env["STACK_MINIO_ENDPOINT"].rsplit(":", 1)[1]),
     }
 
 
@@ -204,7 +205,7 @@ def test_start_and_stop_twice_leaves_no_process_or_port_and_seeds_the_same_data(
         assert up.returncode == 0, up.stderr
         env = load_stack_env(directory / "stack.env")
         groups = stack_groups(directory)
-        assert len(groups) == 4, groups
+        assert len(groups) == 5, groups
         ports = stack_ports(env)
         open_ports = {port for _, port, _ in listening()}
         assert set(ports.values()) <= open_ports
@@ -229,7 +230,7 @@ def test_a_service_that_does_not_come_up_in_time_fails_clearly_and_stops_the_res
     up = subprocess.run([str(UP), "--dir", str(directory)], capture_output=True, text=True, timeout=120,
                         env=dict(os.environ, STACK_START_TIMEOUT="0"))
     assert up.returncode != 0
-    assert re.search(r"did not (listen|start|accept)", up.stderr), up.stderr
+    assert re.search(r"did not (listen|start|accept|create)", up.stderr), up.stderr
     assert "start failed; stopping" in up.stderr
     logs = list((directory / "logs").glob("*.log"))
     assert logs, "the services' logs stay for diagnosis"
