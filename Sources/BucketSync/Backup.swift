@@ -12,16 +12,17 @@ public struct BackupOptions: Sendable {
     public var fullEvery: Int
     public var codec: Codec
     public var packSize: Int64 = 32 << 20
-    public var largeThreshold: Int64 = 8 << 20
+    public var largeThreshold: Int64 = 4 << 20
     /// Small objects read at once: at most this many, and this many bytes.
     public var batchObjects = 16
-    public var batchBytes: Int64 = 8 << 20
+    public var batchBytes: Int64 = 4 << 20
     public var progressInterval: Double = 10
-    /// Part buffers: a pack, the index and a large object may upload at once; together they stay within the
-    /// 64 MiB a process may use (2 × 8 + 2 × 5 + 3 × 8 MiB, and one batch of small objects).
-    public var packPutOptions = BackupOptions.putOptions(partMiB: 8, concurrency: 2)
+    /// Part buffers: a pack, the index and a large object may upload at once; with the runtime (about 25 MiB)
+    /// they stay within the 64 MiB a process may use: 3 × 2 × 5 MiB, or a batch of small objects (4 MiB) in
+    /// place of the large object's.
+    public var packPutOptions = BackupOptions.putOptions(partMiB: 5, concurrency: 2)
     public var indexPutOptions = BackupOptions.putOptions(partMiB: 5, concurrency: 2)
-    public var blobPutOptions = BackupOptions.putOptions(partMiB: 8, concurrency: 3)
+    public var blobPutOptions = BackupOptions.putOptions(partMiB: 5, concurrency: 2)
 
     static func putOptions(partMiB: Int64, concurrency: Int) -> PutOptions {
         var options = PutOptions()

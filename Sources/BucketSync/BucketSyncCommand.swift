@@ -57,7 +57,7 @@ struct BackupCommand: ParsableCommand {
     var recipients: [String] = []
 
     @Option(help: ArgumentHelp("Pack objects smaller than this many MiB; larger ones are blobs of their own.", valueName: "MiB"))
-    var largeMiB = 8
+    var largeMiB = 4
 
     @Option(help: ArgumentHelp("Close a pack at this many MiB of plaintext.", valueName: "MiB"))
     var packMiB = 32

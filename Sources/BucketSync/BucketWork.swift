@@ -12,7 +12,8 @@ final class BucketWork {
     private var packKey = ""
     private var blobs: [String: BlobEntry] = [:]
     private var blobOrder: [String] = []
-    private var totals = (objects: 0, bytes: Int64(0))
+    private let totals = ListingTotals()
+    private let counted = DispatchSemaphore(value: 0)
     private var done = (objects: 0, bytes: Int64(0))
     private var lastProgress = Date()
     private var blobSequence = 0
@@ -61,6 +62,8 @@ final class BucketWork {
             }
             try flush()
         }
+        counted.wait()
+        progress(force: true)
         if let previous {
             do {
                 try previous.finish()
@@ -78,20 +81,35 @@ final class BucketWork {
         log.log(.info, tool: "bucket-sync", "bucket done", [("bucket", bucket), ("objects", "\(done.objects)"), ("bytes", "\(done.bytes)"), ("reused", "\(reused)")])
     }
 
-    /// The totals for progress lines (a listing costs one request per 1,000 keys).
+    /// The totals for progress lines, counted by a second listing on a thread of its own (it costs one request
+    /// per 1,000 keys and no wall time); until it ends the lines say what is done so far.
     func countListing() throws {
-        try backup.source.list(bucket: bucket, prefix: "") { page in
-            totals.objects += page.count
-            totals.bytes += page.reduce(0) { $0 + $1.size }
+        let source = backup.source
+        let bucket = bucket
+        let totals = self.totals
+        let thread = Thread { [counted] in
+            defer { counted.signal() }
+            var objects = 0
+            var bytes: Int64 = 0
+            do {
+                try source.list(bucket: bucket, prefix: "") { page in
+                    objects += page.count
+                    bytes += page.reduce(0) { $0 + $1.size }
+                }
+                totals.set(objects: objects, bytes: bytes)
+            } catch {}  // the main listing reports the error
         }
+        thread.stackSize = 1 << 20
+        thread.start()
     }
 
     func progress(force: Bool = false) {
         guard force || Date().timeIntervalSince(lastProgress) >= options.progressInterval else { return }
         lastProgress = Date()
+        let total = totals.get()
         log.log(.info, tool: "bucket-sync", "progress", [
-            ("bucket", bucket), ("objects_done", "\(done.objects)"), ("objects_total", "\(totals.objects)"),
-            ("bytes_done", "\(done.bytes)"), ("bytes_total", "\(totals.bytes)"),
+            ("bucket", bucket), ("objects_done", "\(done.objects)"), ("objects_total", total.map { "\($0.objects)" } ?? "counting"),
+            ("bytes_done", "\(done.bytes)"), ("bytes_total", total.map { "\($0.bytes)" } ?? "counting"),
         ])
     }
 
@@ -291,4 +309,13 @@ final class BatchResults: @unchecked Sendable {
     func get(_ slot: Int) throws -> (ObjectVersion, [UInt8])? {
         try lock.withLock { results[slot] }!.get()
     }
+}
+
+/// A bucket's object count and bytes, filled in by the counting thread.
+final class ListingTotals: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: (objects: Int, bytes: Int64)?
+
+    func set(objects: Int, bytes: Int64) { lock.withLock { value = (objects, bytes) } }
+    func get() -> (objects: Int, bytes: Int64)? { lock.withLock { value } }
 }

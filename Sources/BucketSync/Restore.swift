@@ -12,8 +12,9 @@ public struct RestoreOptions: Sendable {
     public var dryRun = false
     /// verify: read nothing into MinIO; without an identity only check the blobs' existence and sizes.
     public var verifyOnly = false
-    public var largeThreshold: Int64 = 16 << 20
-    public var putOptions = PutOptions()
+    /// Objects below this are buffered and written 16 at a time; larger ones stream through a multipart upload.
+    public var largeThreshold: Int64 = 4 << 20
+    public var putOptions = BackupOptions.putOptions(partMiB: 5, concurrency: 3)
 
     public init(set: S3Location, buckets: [String]?, identityFile: String?) {
         self.set = set
@@ -341,7 +342,7 @@ final class ListingCursor {
     }
 }
 
-/// Small objects written at once (each PUT costs a round trip): up to 16 objects or 8 MiB, sent together when full,
+/// Small objects written at once (each PUT costs a round trip): up to 16 objects or 4 MiB, sent together when full,
 /// before a large object and at the end of a blob.
 final class PutBatch: @unchecked Sendable {
     let client: S3Client?
@@ -355,7 +356,7 @@ final class PutBatch: @unchecked Sendable {
     }
 
     func add(key: String, bytes: [UInt8], headers: [HTTPHeader]) throws {
-        if pending.count == 16 || self.bytes + bytes.count > 8 << 20 { try flush() }
+        if pending.count == 16 || self.bytes + bytes.count > 4 << 20 { try flush() }
         pending.append((key, bytes, headers))
         self.bytes += bytes.count
     }
