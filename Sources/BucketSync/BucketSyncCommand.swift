@@ -19,7 +19,20 @@ public struct BucketSyncCommand: ParsableCommand {
         subcommands: [BackupCommand.self, RestoreCommand.self, VerifyCommand.self, BucketsCommand.self])
 
     public init() {}
+
+    /// glibc gives each thread that allocates its own arena (up to 8 per core), and the batch GETs' threads would
+    /// keep theirs: with two arenas the first 2 GiB run peaked at 56 MiB, without at 60 to 68 MiB.
+    static func limitMallocArenas() {
+        #if os(Linux)
+            _ = glibcMallopt(-8, 2)  // M_ARENA_MAX (malloc.h is not in Swift's Glibc module)
+        #endif
+    }
 }
+
+#if os(Linux)
+    @_silgen_name("mallopt")
+    func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif
 
 struct SetIDPattern {
     static func check(_ id: String) throws {
@@ -80,6 +93,7 @@ struct BackupCommand: ParsableCommand {
     }
 
     func run() throws {
+        BucketSyncCommand.limitMallocArenas()
         signal(SIGPIPE, SIG_IGN)
         try runReportingErrors(tool: "bucket-sync") {
             let environment = Environment.process
@@ -136,6 +150,7 @@ struct RestoreCommand: ParsableCommand {
     @OptionGroup var s3: S3Options
 
     func run() throws {
+        BucketSyncCommand.limitMallocArenas()
         signal(SIGPIPE, SIG_IGN)
         try runReportingErrors(tool: "bucket-sync") {
             let environment = Environment.process
@@ -159,6 +174,7 @@ struct VerifyCommand: ParsableCommand {
     @OptionGroup var s3: S3Options
 
     func run() throws {
+        BucketSyncCommand.limitMallocArenas()
         signal(SIGPIPE, SIG_IGN)
         try runReportingErrors(tool: "bucket-sync") {
             let store = try s3.makeClient(tool: "bucket-sync", environment: .process)

@@ -14,8 +14,9 @@ public struct RestoreOptions: Sendable {
     public var verifyOnly = false
     /// Objects below this are buffered and written 16 at a time; larger ones stream through a multipart upload.
     public var largeThreshold: Int64 = 4 << 20
-    /// A restore uploads one object at a time (no pack or index beside it): 4 × 8 MiB parts fit in 64 MiB.
-    public var putOptions = BackupOptions.putOptions(partMiB: 8, concurrency: 4)
+    /// A restore uploads one object at a time (no pack or index beside it): 3 × 8 MiB parts, with the runtime's
+    /// 25 MiB, stay within 64 MiB (4 parts measured 64.1 MiB).
+    public var putOptions = BackupOptions.putOptions(partMiB: 8, concurrency: 3)
 
     public init(set: S3Location, buckets: [String]?, identityFile: String?) {
         self.set = set
