@@ -5,6 +5,10 @@ import Foundation
     import Glibc
 #endif
 
+/// Held while a pipe is made close-on-exec and while a child is spawned: a child spawned from another thread
+/// between `pipe` and `fcntl` would inherit that pipe's ends (and a reader would never see EOF).
+let spawnLock = NSLock()
+
 /// One child process (posix_spawn) whose stdin, stdout and fd 3 are pipe ends of ours. Used for the
 /// `zstd | age` stages: a pack costs one spawn, never one per object, and a secret (the index identity)
 /// reaches age through fd 3, never through an argument or a file.
@@ -38,7 +42,8 @@ final class Subprocess {
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
-        let status = posix_spawnp(&child, name, &actions, &attributes, argv, environ)
+        let program = arguments.first ?? "?"
+        let status = spawnLock.withLock { posix_spawnp(&child, program, &actions, &attributes, argv, environ) }
         guard status == 0 else {
             throw BucketSyncError.unavailable("cannot start \(name): \(String(cString: strerror(status)))")
         }
@@ -67,12 +72,15 @@ struct Pipe2 {
 
     init() throws {
         var fds: [Int32] = [0, 0]
-        // pipe2 is not exported to Swift; children are only spawned from the main thread, so no other spawn
-        // can inherit these ends before FD_CLOEXEC is set.
-        guard pipe(&fds) == 0 else {
+        // pipe2 is not exported to Swift: pipe, then FD_CLOEXEC, with no spawn in between (spawnLock).
+        let made = spawnLock.withLock { () -> Bool in
+            guard pipe(&fds) == 0 else { return false }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            return true
+        }
+        guard made else {
             throw BucketSyncError.io("cannot create a pipe: \(String(cString: strerror(errno)))")
         }
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         read = fds[0]
         write = fds[1]
     }
