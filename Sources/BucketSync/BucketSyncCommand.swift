@@ -22,9 +22,12 @@ public struct BucketSyncCommand: ParsableCommand {
 
     /// glibc gives each thread that allocates its own arena (up to 8 per core), and the batch GETs' threads would
     /// keep theirs: with two arenas the first 2 GiB run peaked at 56 MiB, without at 60 to 68 MiB.
+    /// Also a fixed mmap threshold: part buffers (MiBs each) are then mapped and unmapped, not kept in the heap
+    /// after glibc's dynamic threshold grows past them.
     static func limitMallocArenas() {
         #if os(Linux)
             _ = glibcMallopt(-8, 2)  // M_ARENA_MAX (malloc.h is not in Swift's Glibc module)
+            _ = glibcMallopt(-3, 1 << 20)  // M_MMAP_THRESHOLD
         #endif
     }
 }

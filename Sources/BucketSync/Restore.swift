@@ -14,10 +14,10 @@ public struct RestoreOptions: Sendable {
     public var verifyOnly = false
     /// Objects below this are buffered and written 16 at a time; larger ones stream through a multipart upload.
     public var largeThreshold: Int64 = 4 << 20
-    /// Two blobs at a time, each uploading one object with 2 × 8 MiB parts in flight: with the runtime's 25 MiB and
-    /// a 4 MiB batch each, within 64 MiB.
+    /// Two blobs at a time, each uploading one object with 2 × 5 MiB parts in flight: with the runtime's 25 MiB and
+    /// a 4 MiB batch each, within 64 MiB (2 × 8 MiB parts measured 65 MiB).
     public var parallelBlobs = 2
-    public var putOptions = BackupOptions.putOptions(partMiB: 8, concurrency: 2)
+    public var putOptions = BackupOptions.putOptions(partMiB: 5, concurrency: 2)
 
     public init(set: S3Location, buckets: [String]?, identityFile: String?) {
         self.set = set
