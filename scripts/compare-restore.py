@@ -106,14 +106,16 @@ def mongo_snapshot(uri, databases=("kdl", "admin")):
     return snapshot
 
 
-def compare_mongo(uri, before_file):
+def compare_snapshots(before_file, after, describe):
+    """A row from a snapshot taken before the backup and one of the restored state: (ok, source, restored, differing)."""
     before = json.loads(Path(before_file).read_text())
-    after = mongo_snapshot(uri)
-    def describe(snapshot):
-        return f"{len(snapshot)} collections, {sum(count for count, _ in snapshot.values())} docs"
-
     differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     return before == after and bool(before), describe(before), describe(after), differing
+
+
+def compare_mongo(uri, before_file):
+    return compare_snapshots(before_file, mongo_snapshot(uri),
+                             lambda snapshot: f"{len(snapshot)} collections, {sum(count for count, _ in snapshot.values())} docs")
 
 
 # --- MLflow: each database's .dump equal and in a folder of the same name -------------------------
@@ -150,13 +152,8 @@ def minio_snapshot(env_file):
 
 
 def compare_minio(before_file, restored_env):
-    before = json.loads(Path(before_file).read_text())
-    after = minio_snapshot(restored_env)
-    def describe(snapshot):
-        return f"{len({key.split('/', 1)[0] for key in snapshot})} buckets, {len(snapshot)} objects"
-
-    differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    return before == after and bool(before), describe(before), describe(after), differing
+    return compare_snapshots(before_file, minio_snapshot(restored_env),
+                             lambda snapshot: f"{len({key.split('/', 1)[0] for key in snapshot})} buckets, {len(snapshot)} objects")
 
 
 # --- Kubernetes: restored manifests equal a fresh export of the source ----------------------------

@@ -109,12 +109,7 @@ public final class BucketBackup {
     }
 
     func selectedBuckets() throws -> [String] {
-        var names = try options.buckets ?? source.bucketNames()
-        if let pattern = options.excludeRegex, !pattern.isEmpty {
-            let regex = try NSRegularExpression(pattern: pattern)
-            names = names.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) == nil }
-        }
-        return names
+        try source.selectBuckets(named: options.buckets, excludeRegex: options.excludeRegex)
     }
 
     func openPrevious(bucket: String, previous: PreviousSet?) -> PreviousIndex? {
@@ -122,15 +117,7 @@ public final class BucketBackup {
             return nil
         }
         do {
-            var blobs: [String: BlobEntry] = [:]
-            let location = S3Location(bucket: options.destination.bucket, key: "\(root)\(previous.id)/\(list.key)")
-            var body = Data()
-            _ = try target.send("GetObject", S3Request(method: "GET", bucket: location.bucket, key: location.key)) { body.append(contentsOf: $0) }
-            guard SHA256Digest.hash(body).hexString == list.sha256 else { throw BucketSyncError.integrity("\(location): sha256 mismatch") }
-            for line in body.split(separator: 0x0a) where !line.isEmpty {
-                let entry = try JSONLine.decode(BlobEntry.self, line, what: "\(location)")
-                blobs[entry.key] = entry
-            }
+            let blobs = try BlobEntry.loadList(client: target, location("\(previous.id)/\(list.key)"), sha256: list.sha256)
             let download = try DecodedDownload(
                 client: target, location: S3Location(bucket: options.destination.bucket, key: "\(root)\(previous.id)/\(index.key)"),
                 expectedSHA256: index.sha256, decoder: Codec.decoder(encrypted: index.encrypted, identityFile: nil, identityOnFD3: true),

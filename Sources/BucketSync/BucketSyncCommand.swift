@@ -37,11 +37,13 @@ public struct BucketSyncCommand: ParsableCommand {
     func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 #endif
 
-struct SetIDPattern {
+enum SetIDPattern {
+    static func matches(_ id: String) -> Bool {
+        id.range(of: #"^[0-9]{8}T[0-9]{6}Z$"#, options: .regularExpression) != nil
+    }
+
     static func check(_ id: String) throws {
-        guard id.range(of: #"^[0-9]{8}T[0-9]{6}Z$"#, options: .regularExpression) != nil else {
-            throw ValidationError("--set must be a set id YYYYMMDDTHHMMSSZ, not \(id)")
-        }
+        guard matches(id) else { throw ValidationError("--set must be a set id YYYYMMDDTHHMMSSZ, not \(id)") }
     }
 }
 
@@ -212,7 +214,7 @@ func setLocation(_ text: String) throws -> S3Location {
     var location = try S3Location(parsing: text)
     while location.key.hasSuffix("/") { location.key.removeLast() }
     let id = location.key.split(separator: "/").last.map(String.init) ?? ""
-    guard id.range(of: #"^[0-9]{8}T[0-9]{6}Z$"#, options: .regularExpression) != nil else {
+    guard SetIDPattern.matches(id) else {
         throw BucketSyncError.usage("\(text) does not end in a set id (s3://BUCKET/PREFIX/YYYYMMDDTHHMMSSZ)")
     }
     return location
@@ -237,14 +239,7 @@ struct BucketsCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors(tool: "bucket-sync") {
             let source = try MinIOSettings.client(environment: .process, retries: s3.retries, stallTimeout: s3.stallTimeout)
-            var names = try buckets.isEmpty ? source.bucketNames() : buckets
-            if let excludeRegex, !excludeRegex.isEmpty {
-                guard let regex = try? NSRegularExpression(pattern: excludeRegex) else {
-                    throw BucketSyncError.usage("--exclude-regex is not a regular expression: \(excludeRegex)")
-                }
-                names = names.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) == nil }
-            }
-            for name in names {
+            for name in try source.selectBuckets(named: buckets.isEmpty ? nil : buckets, excludeRegex: excludeRegex) {
                 var line = BucketLine(bucket: name)
                 if count {
                     try source.list(bucket: name, prefix: "") { page in

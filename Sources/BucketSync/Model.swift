@@ -1,5 +1,6 @@
 import BackupKit
 import Foundation
+import S3
 
 /// One line of `<id>/minio/<bucket>.index.jsonl.zst[.age]`: an object of the bucket and where its bytes are.
 public struct IndexEntry: Codable, Sendable, Equatable {
@@ -23,6 +24,22 @@ public struct BlobEntry: Codable, Sendable, Equatable {
     public var key: String
     public var bytes: Int64
     public var sha256: String
+}
+
+extension BlobEntry {
+    /// A set's `<bucket>.blobs.jsonl`, checked against the sha256 its manifest recorded: blob key → entry.
+    static func loadList(client: S3Client, _ location: S3Location, sha256: String) throws -> [String: BlobEntry] {
+        let body = try client.getData(bucket: location.bucket, key: location.key)
+        guard SHA256Digest.hash(body).hexString == sha256 else {
+            throw BucketSyncError.integrity("\(location): sha256 does not match the manifest")
+        }
+        var blobs: [String: BlobEntry] = [:]
+        for line in body.split(separator: 0x0a) where !line.isEmpty {
+            let entry = try JSONLine.decode(BlobEntry.self, line, what: "\(location)")
+            blobs[entry.key] = entry
+        }
+        return blobs
+    }
 }
 
 /// The header line of a record inside a blob's plaintext: the object's own description, so a blob read alone

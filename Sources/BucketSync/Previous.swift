@@ -22,8 +22,7 @@ struct PreviousSet {
         }
         for id in ids.sorted(by: >) {
             let key = "\(root)\(id)/manifest.json"
-            var body = Data()
-            _ = try client.send("GetObject", S3Request(method: "GET", bucket: destination.bucket, key: key)) { body.append(contentsOf: $0) }
+            let body = try client.getData(bucket: destination.bucket, key: key)
             guard let manifest = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
                 let components = manifest["components"] as? [[String: Any]],
                 let minio = components.first(where: { $0["name"] as? String == "minio" })

@@ -52,8 +52,7 @@ struct SetContents {
     var buckets: [Bucket]
 
     static func load(client: S3Client, set: S3Location) throws -> SetContents {
-        var body = Data()
-        _ = try client.send("GetObject", S3Request(method: "GET", bucket: set.bucket, key: set.key + "/manifest.json")) { body.append(contentsOf: $0) }
+        let body = try client.getData(bucket: set.bucket, key: set.key + "/manifest.json")
         guard let manifest = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
             let components = manifest["components"] as? [[String: Any]]
         else { throw BucketSyncError.integrity("\(set)/manifest.json is not a manifest") }
@@ -123,23 +122,9 @@ public final class BucketRestore: @unchecked Sendable {
         for bucket in chosen { try run(bucket) }
     }
 
-    func blobList(_ bucket: SetContents.Bucket) throws -> [String: BlobEntry] {
-        var body = Data()
-        let key = options.set.key + "/" + bucket.blobsKey
-        _ = try store.send("GetObject", S3Request(method: "GET", bucket: options.set.bucket, key: key)) { body.append(contentsOf: $0) }
-        guard SHA256Digest.hash(body).hexString == bucket.blobsSHA256 else {
-            throw BucketSyncError.integrity("s3://\(options.set.bucket)/\(key): sha256 does not match the manifest")
-        }
-        var blobs: [String: BlobEntry] = [:]
-        for line in body.split(separator: 0x0a) where !line.isEmpty {
-            let entry = try JSONLine.decode(BlobEntry.self, line, what: key)
-            blobs[entry.key] = entry
-        }
-        return blobs
-    }
-
     func run(_ bucket: SetContents.Bucket) throws {
-        let blobs = try blobList(bucket)
+        let blobs = try BlobEntry.loadList(
+            client: store, S3Location(bucket: options.set.bucket, key: options.set.key + "/" + bucket.blobsKey), sha256: bucket.blobsSHA256)
         var report = BucketReport(bucket: bucket.name, action: options.verifyOnly ? "verify" : (options.dryRun ? "plan" : "restore"))
         report.blobs = blobs.count
         for blob in blobs.values {

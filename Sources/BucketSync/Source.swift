@@ -61,6 +61,18 @@ struct ObjectVersion: Equatable {
 }
 
 extension S3Client {
+    /// The buckets a run takes: `named`, else every bucket listed; less those `excludeRegex` matches.
+    func selectBuckets(named: [String]?, excludeRegex: String?) throws -> [String] {
+        var names = try named ?? bucketNames()
+        if let excludeRegex, !excludeRegex.isEmpty {
+            guard let regex = try? NSRegularExpression(pattern: excludeRegex) else {
+                throw BucketSyncError.usage("--exclude-regex is not a regular expression: \(excludeRegex)")
+            }
+            names = names.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) == nil }
+        }
+        return names
+    }
+
     /// ListBuckets: every bucket the credentials can see.
     func bucketNames() throws -> [String] {
         let response = try send("ListBuckets", S3Request(method: "GET", bucket: ""))

@@ -328,6 +328,13 @@ public final class S3Client: Sendable {
         }
     }
 
+    /// GetObject of a small object (a manifest, a blob list), whole in memory.
+    public func getData(bucket: String, key: String) throws -> Data {
+        var body = Data()
+        _ = try send("GetObject", S3Request(method: "GET", bucket: bucket, key: key)) { body.append(contentsOf: $0) }
+        return body
+    }
+
     /// HeadObject: size and ETag, or NoSuchKey/NoSuchBucket.
     public func headObject(bucket: String, key: String) throws -> (size: Int64, etag: String) {
         let response = try send("HeadObject", S3Request(method: "HEAD", bucket: bucket, key: key))

@@ -127,8 +127,7 @@ public struct Pruner {
         guard objects.contains(where: { $0.key.hasPrefix(prefix + Retention.blobsFolder) }) else { return [] }
         var referenced = Set<String>()
         for list in Retention.keptBlobLists(sets, decisions: decisions) {
-            var body = Data()
-            _ = try client.send("GetObject", S3Request(method: "GET", bucket: bucket, key: list)) { body.append(contentsOf: $0) }
+            let body = try client.getData(bucket: bucket, key: list)
             for line in body.split(separator: 0x0a) where !line.isEmpty {
                 guard let entry = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let key = entry["key"] as? String
                 else {
