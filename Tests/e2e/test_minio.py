@@ -1,8 +1,9 @@
 """The minio component end to end (issue 16): backup.sh backs up MinIO buckets incrementally through bucket-sync,
 restore.sh restores them into an empty MinIO, s3-prune keeps exactly the blobs kept sets use.
 
-MinIO is stood in for by a second moto (scripts/stack/up.sh's STACK_MINIO_*; Ceph RGW has not landed): each test
-makes buckets of its own there, and restores into a fresh moto started here. Sizes: KDL_MINIO_TEST_OBJECTS small
+MinIO is stood in for by the stack's Ceph RGW, as a user in tenant `minio` (scripts/stack/up.sh's STACK_MINIO_*):
+each test makes buckets of its own there, and restores into an empty S3: a new RGW user in a tenant of its own
+(scripts/stack/s3-user.sh), whose bucket namespace holds nothing. Sizes: KDL_MINIO_TEST_OBJECTS small
 objects (default 300; the issue's 5,000 with KDL_MINIO_TEST_OBJECTS=5000) of 1-100 KiB and KDL_MINIO_TEST_LARGE
 objects (default 2) above bucket-sync's 16 MiB pack threshold (the issue's 20 of 20-200 MiB are the bench's).
 """
@@ -25,7 +26,7 @@ from restore_support import BACKUP, RESTORE, free_port
 
 SMALL = int(os.environ.get("KDL_MINIO_TEST_OBJECTS", "300"))
 LARGE = int(os.environ.get("KDL_MINIO_TEST_LARGE", "2"))
-VERIFIER = Path(__file__).resolve().parents[1] / "fixtures" / "s3_raw_path_verifier.py"
+S3_USER = Path(__file__).resolve().parents[2] / "scripts" / "stack" / "s3-user.sh"
 NAMES = ["train set.csv", "état+été=2024 %.parquet", "日本語/メモ.txt", "a+b=c.json", "plain.csv"]
 
 
@@ -45,27 +46,19 @@ def snapshot(client, bucket):
 
 
 class TargetMinIO:
-    """A fresh, empty moto on 127.0.0.1 to restore into."""
+    """An empty MinIO to restore into: a new RGW user in a tenant of its own (its own bucket namespace)."""
 
-    def __init__(self, directory: Path, python: str):
-        port = free_port()
-        env_file = directory / f"target-{port}.env"
-        self.process = subprocess.Popen([python, str(VERIFIER), "--host", "127.0.0.1", "--port", str(port),
-                                         "--bucket", "kdl-minio-probe", "--env-file", str(env_file)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 60
-        while not env_file.exists():
-            assert time.time() < deadline and self.process.poll() is None, "the target moto did not start"
-            time.sleep(0.1)
+    def __init__(self, directory: Path, stack_dir: str):
+        tenant = f"target_{uuid.uuid4().hex[:12]}"
+        env_file = directory / f"{tenant}.env"
+        subprocess.run([str(S3_USER), "--dir", stack_dir, "--tenant", tenant, "--env-file", str(env_file)],
+                       check=True, capture_output=True, timeout=120)
         values = dict(line[len("export "):].strip().split("=", 1) for line in env_file.read_text().splitlines()
                       if line.startswith("export "))
-        self.env = {"MINIO_ENDPOINT": f"http://127.0.0.1:{port}", "MINIO_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
+        self.env = {"MINIO_ENDPOINT": values["AWS_ENDPOINT_URL_S3"], "MINIO_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
                     "MINIO_SECRET_ACCESS_KEY": values["AWS_SECRET_ACCESS_KEY"]}
-        self.client = s3(self.env["MINIO_ENDPOINT"], values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
-
-    def stop(self):
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
+        self.client = s3(values["AWS_ENDPOINT_URL_S3"], values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
+        assert self.client.list_buckets()["Buckets"] == [], "a new tenant must hold no bucket"
 
 
 class Platform:
@@ -73,6 +66,7 @@ class Platform:
 
     def __init__(self, stack, stack_env, bin_dir, tmp_path):
         self.tmp = tmp_path
+        self.stack_dir = stack["STACK_DIR"]
         tag = uuid.uuid4().hex[:8]
         self.buckets = [f"churn-{tag}", f"churn-{tag}-backup-1733500000000"]
         self.prefix = f"minio-e2e-{tag}"
@@ -132,13 +126,10 @@ class Platform:
         return next(c for c in manifest["components"] if c["name"] == "minio")
 
     def restore_into_fresh_target(self, set_id):
-        target = TargetMinIO(self.tmp, self.python)
-        try:
-            result = self.restore("restore", "minio", set_id, "--identity", self.identity, "--yes", env=target.env)
-            assert result.returncode == 0, result.stderr
-            return {bucket: snapshot(target.client, bucket) for bucket in self.buckets}, result
-        finally:
-            target.stop()
+        target = TargetMinIO(self.tmp, self.stack_dir)
+        result = self.restore("restore", "minio", set_id, "--identity", self.identity, "--yes", env=target.env)
+        assert result.returncode == 0, result.stderr
+        return {bucket: snapshot(target.client, bucket) for bucket in self.buckets}, result
 
 
 @pytest.fixture
@@ -196,26 +187,23 @@ def test_one_bucket_restores_alone_and_extra_objects_stay(platform):
     platform.seed(small=20, large=0)
     result = platform.backup()
     assert result.returncode == 0, result.stderr
-    target = TargetMinIO(platform.tmp, platform.python)
-    try:
-        target.client.create_bucket(Bucket=platform.buckets[0])
-        target.client.put_object(Bucket=platform.buckets[0], Key="zz only in the target", Body=b"x")
-        plan = platform.restore("restore", "minio", "--bucket", platform.buckets[0], "latest", "--identity", platform.identity,
-                                "--dry-run", env=target.env)
-        assert plan.returncode == 0, plan.stderr
-        assert f"plan: minio:{platform.buckets[0]}: write" in plan.stdout and "1 objects there that the set lacks" in plan.stdout
-        assert platform.buckets[1] not in plan.stdout
-        assert target.client.list_objects_v2(Bucket=platform.buckets[0])["KeyCount"] == 1  # the dry run wrote nothing
-        done = platform.restore("restore", f"minio:{platform.buckets[0]}", "latest", "--identity", platform.identity, "--yes",
-                                env=target.env)
-        assert done.returncode == 0, done.stderr
-        got = snapshot(target.client, platform.buckets[0])
-        assert "zz only in the target" in got
-        del got["zz only in the target"]
-        assert got == snapshot(platform.minio, platform.buckets[0])
-        assert platform.buckets[1] not in [b["Name"] for b in target.client.list_buckets()["Buckets"]]
-    finally:
-        target.stop()
+    target = TargetMinIO(platform.tmp, platform.stack_dir)
+    target.client.create_bucket(Bucket=platform.buckets[0])
+    target.client.put_object(Bucket=platform.buckets[0], Key="zz only in the target", Body=b"x")
+    plan = platform.restore("restore", "minio", "--bucket", platform.buckets[0], "latest", "--identity", platform.identity,
+                            "--dry-run", env=target.env)
+    assert plan.returncode == 0, plan.stderr
+    assert f"plan: minio:{platform.buckets[0]}: write" in plan.stdout and "1 objects there that the set lacks" in plan.stdout
+    assert platform.buckets[1] not in plan.stdout
+    assert target.client.list_objects_v2(Bucket=platform.buckets[0])["KeyCount"] == 1  # the dry run wrote nothing
+    done = platform.restore("restore", f"minio:{platform.buckets[0]}", "latest", "--identity", platform.identity, "--yes",
+                            env=target.env)
+    assert done.returncode == 0, done.stderr
+    got = snapshot(target.client, platform.buckets[0])
+    assert "zz only in the target" in got
+    del got["zz only in the target"]
+    assert got == snapshot(platform.minio, platform.buckets[0])
+    assert platform.buckets[1] not in [b["Name"] for b in target.client.list_buckets()["Buckets"]]
 
 
 def test_no_plaintext_of_an_object_or_its_key_in_the_backup_bucket(platform):

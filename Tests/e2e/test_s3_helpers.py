@@ -1,8 +1,8 @@
 """End-to-end tests of s3-put, s3-get, s3-ls and s3-prune against S3 with authentication on.
 
-The ordinary tests use the local stack's moto (KDL_STACK_ENV, or the `stack` fixture) when there is one;
-otherwise, and always for keys with `+ = $ ;` or unicode, they use Tests/fixtures/s3_raw_path_verifier.py
-(moto whose signature check works on the raw path, as S3's does). Faults come from Tests/fixtures/fault_proxy.py.
+They run against the local stack's Ceph RGW (KDL_STACK_ENV, or the `stack` fixture), which checks signatures
+against the path as sent and payload hashes against the body, as AWS does. One test uses moto instead: RGW 16
+ignores CRC-32 checksums, so only moto can show that s3-put sends them. Faults come from Tests/fixtures/fault_proxy.py.
 """
 import hashlib
 import json
@@ -23,7 +23,6 @@ FIXTURES = ROOT / "Tests" / "fixtures"
 MiB = 1 << 20
 
 sys.path.insert(0, str(FIXTURES))
-from stack_env import load_stack_env as parse_env_file  # noqa: E402  (the one parser of export-line env files)
 
 
 def wait_for(path, process, seconds=60):
@@ -35,17 +34,6 @@ def wait_for(path, process, seconds=60):
             raise RuntimeError(f"{process.args} exited with {process.returncode}")
         time.sleep(0.1)
     raise TimeoutError(f"{path} did not appear")
-
-
-def start_verifier(tmp):
-    env_file = tmp / "verifier.env"
-    log = open(tmp / "verifier.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, str(FIXTURES / "s3_raw_path_verifier.py"), "--port", "0", "--env-file", str(env_file)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    wait_for(env_file, process)
-    return process, parse_env_file(env_file)
 
 
 @pytest.fixture(scope="session")
@@ -63,26 +51,25 @@ def helpers(request):
 
 
 @pytest.fixture(scope="session")
-def raw_s3(tmp_path_factory):
-    """moto with the raw-path signature check, started for this session."""
-    process, env = start_verifier(tmp_path_factory.mktemp("raw-s3"))
-    yield env
-    process.terminate()
-    process.wait(10)
+def s3(stack):
+    """The local stack's RGW: the backup's user and bucket."""
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL_S3", "BACKUP_S3_BUCKET")
+    return {k: stack[k] for k in keys}
 
 
 @pytest.fixture(scope="session")
-def s3(request, raw_s3):
-    """The local stack's S3 when one runs, else the raw-path verifier."""
-    try:
-        stack = request.getfixturevalue("stack")
-    except pytest.FixtureLookupError:
-        path = os.environ.get("KDL_STACK_ENV")
-        stack = parse_env_file(path) if path else None
-    if stack and stack.get("AWS_ENDPOINT_URL_S3"):
-        keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL_S3", "BACKUP_S3_BUCKET")
-        return {k: stack[k] for k in keys if k in stack}
-    return raw_s3
+def moto_s3():
+    """moto in this process, for the one thing RGW 16 cannot show: stored CRC-32 checksums (authentication off)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto-secret-" + "m" * 28, "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "BACKUP_S3_BUCKET": "kdl-backups"}
+    boto(env).create_bucket(Bucket=env["BACKUP_S3_BUCKET"])
+    yield env
+    server.stop()
 
 
 def boto(env):
@@ -155,27 +142,27 @@ TRICKY_KEYS = [
 
 
 @pytest.mark.parametrize("key", TRICKY_KEYS)
-def test_tricky_keys_round_trip_under_raw_path_signing(helpers, raw_s3, tmp_path, key):
+def test_tricky_keys_round_trip_under_raw_path_signing(helpers, s3, tmp_path, key):
     data = os.urandom(4096)
     source = tmp_path / "source"
     source.write_bytes(data)
-    bucket = raw_s3["BACKUP_S3_BUCKET"]
+    bucket = s3["BACKUP_S3_BUCKET"]
     prefix = unique("tricky")
     full_key = f"{prefix}/{key}"
-    out = json.loads(run(helpers, "s3-put", source, f"s3://{bucket}/{full_key}", env=raw_s3).stdout)
+    out = json.loads(run(helpers, "s3-put", source, f"s3://{bucket}/{full_key}", env=s3).stdout)
     assert out["key"] == full_key
-    listed = boto(raw_s3).list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    listed = boto(s3).list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
     assert [o["Key"] for o in listed] == [full_key]
-    assert run(helpers, "s3-get", f"s3://{bucket}/{full_key}", "-", env=raw_s3).stdout == data
-    ls = run(helpers, "s3-ls", "--json", f"s3://{bucket}/{prefix}/", env=raw_s3).stdout.decode().splitlines()
+    assert run(helpers, "s3-get", f"s3://{bucket}/{full_key}", "-", env=s3).stdout == data
+    ls = run(helpers, "s3-ls", "--json", f"s3://{bucket}/{prefix}/", env=s3).stdout.decode().splitlines()
     assert [json.loads(line)["key"] for line in ls] == [full_key]
 
 
-def test_the_verifier_still_refuses_a_wrong_signature_on_a_tricky_key(helpers, raw_s3, tmp_path):
+def test_a_wrong_signature_on_a_tricky_key_is_still_refused(helpers, s3, tmp_path):
     source = tmp_path / "source"
     source.write_bytes(b"x")
-    env = {**raw_s3, "AWS_SECRET_ACCESS_KEY": "not-the-secret-" + "x" * 25}
-    result = run(helpers, "s3-put", source, f"s3://{raw_s3['BACKUP_S3_BUCKET']}/a+b=$;é", env=env, check=False)
+    env = {**s3, "AWS_SECRET_ACCESS_KEY": "not-the-secret-" + "x" * 25}
+    result = run(helpers, "s3-put", source, f"s3://{s3['BACKUP_S3_BUCKET']}/a+b=$;é", env=env, check=False)
     assert result.returncode == 77
     assert b"SignatureDoesNotMatch" in result.stderr
 
@@ -255,43 +242,43 @@ def proxy(tmp_path):
         process.wait(10)
 
 
-def test_faults_still_end_byte_identical(helpers, raw_s3, proxy, tmp_path):
+def test_faults_still_end_byte_identical(helpers, s3, proxy, tmp_path):
     data = os.urandom(26 * MiB + 17)
-    bucket, key = raw_s3["BACKUP_S3_BUCKET"], f"{unique('faults')}/object.bin"
-    endpoint, log = proxy(raw_s3["AWS_ENDPOINT_URL_S3"], "--seed", "15", "--rate", "0.4", "--stall-seconds", "4")
+    bucket, key = s3["BACKUP_S3_BUCKET"], f"{unique('faults')}/object.bin"
+    endpoint, log = proxy(s3["AWS_ENDPOINT_URL_S3"], "--seed", "15", "--rate", "0.4", "--stall-seconds", "4")
     options = ["--endpoint", endpoint, "--stall-timeout", "1", "--retries", "8"]
-    out = run(helpers, "s3-put", *options, "--part-size", "5MiB", "-", f"s3://{bucket}/{key}", env=raw_s3, input=data)
+    out = run(helpers, "s3-put", *options, "--part-size", "5MiB", "-", f"s3://{bucket}/{key}", env=s3, input=data)
     assert json.loads(out.stdout)["sha256"] == sha(data)
-    assert boto(raw_s3).get_object(Bucket=bucket, Key=key)["Body"].read() == data
-    got = run(helpers, "s3-get", *options, "--sha256", sha(data), f"s3://{bucket}/{key}", tmp_path / "back", env=raw_s3)
+    assert boto(s3).get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    got = run(helpers, "s3-get", *options, "--sha256", sha(data), f"s3://{bucket}/{key}", tmp_path / "back", env=s3)
     assert (tmp_path / "back").read_bytes() == data
     injected = log.read_text()
     assert injected.count("fault_proxy: ") >= 3, injected  # faults really happened
     assert json.loads(got.stdout)["size"] == len(data)
 
 
-def test_downloads_resume_after_dropped_connections(helpers, raw_s3, proxy, tmp_path):
+def test_downloads_resume_after_dropped_connections(helpers, s3, proxy, tmp_path):
     data = os.urandom(9 * MiB)
-    bucket, key = raw_s3["BACKUP_S3_BUCKET"], f"{unique('resume')}/object.bin"
-    boto(raw_s3).put_object(Bucket=bucket, Key=key, Body=data)
-    endpoint, log = proxy(raw_s3["AWS_ENDPOINT_URL_S3"], "--seed", "3", "--rate", "0.6", "--faults", "reset,truncate",
+    bucket, key = s3["BACKUP_S3_BUCKET"], f"{unique('resume')}/object.bin"
+    boto(s3).put_object(Bucket=bucket, Key=key, Body=data)
+    endpoint, log = proxy(s3["AWS_ENDPOINT_URL_S3"], "--seed", "3", "--rate", "0.6", "--faults", "reset,truncate",
                           "--match", "^GET ")
     got = run(helpers, "s3-get", "--endpoint", endpoint, "--retries", "10", f"s3://{bucket}/{key}", tmp_path / "back",
-              env=raw_s3)
+              env=s3)
     assert (tmp_path / "back").read_bytes() == data
     assert json.loads(got.stdout)["resumes"] >= 1, log.read_text()
 
 
-def test_a_final_failure_aborts_the_multipart_upload(helpers, raw_s3, proxy):
-    bucket, key = raw_s3["BACKUP_S3_BUCKET"], f"{unique('abort')}/object.bin"
-    endpoint, log = proxy(raw_s3["AWS_ENDPOINT_URL_S3"], "--rate", "1", "--faults", "slowdown,500", "--match", "partNumber=3")
+def test_a_final_failure_aborts_the_multipart_upload(helpers, s3, proxy):
+    bucket, key = s3["BACKUP_S3_BUCKET"], f"{unique('abort')}/object.bin"
+    endpoint, log = proxy(s3["AWS_ENDPOINT_URL_S3"], "--rate", "1", "--faults", "slowdown,500", "--match", "partNumber=3")
     data = os.urandom(16 * MiB)
     result = run(helpers, "s3-put", "--endpoint", endpoint, "--retries", "2", "--part-size", "5MiB", "-",
-                 f"s3://{bucket}/{key}", env=raw_s3, input=data, check=False)
+                 f"s3://{bucket}/{key}", env=s3, input=data, check=False)
     assert result.returncode == 69, result.stderr.decode()
     assert "UploadPart" in result.stderr.decode().splitlines()[-1]
     assert log.read_text().count("partNumber=3") == 3  # first try and two retries
-    client = boto(raw_s3)
+    client = boto(s3)
     assert client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) == 0
 
@@ -407,8 +394,9 @@ def crc32_b64(data):
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
-def test_uploads_carry_crc32_checksums_that_s3_keeps(helpers, s3, tmp_path):
+def test_uploads_carry_crc32_checksums_that_s3_keeps(helpers, moto_s3, tmp_path):
     """Like the AWS CLI: CRC-32 per part (a composite checksum of the parts) or of the single PutObject."""
+    s3 = moto_s3
     client = boto(s3)
     bucket = s3["BACKUP_S3_BUCKET"]
     small, big = os.urandom(1000), os.urandom(12 * MiB + 3)
@@ -427,7 +415,8 @@ def test_uploads_carry_crc32_checksums_that_s3_keeps(helpers, s3, tmp_path):
     assert client.get_object(Bucket=bucket, Key=f"{prefix}/big")["Body"].read() == big
 
 
-def test_checksums_can_be_turned_off_for_stores_that_refuse_them(helpers, s3):
+def test_checksums_can_be_turned_off_for_stores_that_refuse_them(helpers, moto_s3):
+    s3 = moto_s3
     client = boto(s3)
     bucket = s3["BACKUP_S3_BUCKET"]
     key = f"{unique('no-checksum')}/object"

@@ -25,7 +25,7 @@ s3_fail() {
 load_listing() {
   [[ -f "$WORK/listing.tsv" ]] && return 0
   local status=0
-  # Listed without the trailing slash (moto with signatures on refuses an encoded "/" in the
+  # Listed without the trailing slash (some S3 servers, moto with signatures on among them, refuse an encoded "/" in the
   # prefix parameter); keys of other prefixes that share the string are filtered out here.
   s3-ls --json "s3://$KDL_BUCKET/$KDL_PREFIX" >"$WORK/listing.jsonl" 2>"$WORK/s3-ls.err" || status=$?
   ((status == 0)) || s3_fail s3-ls "$status" "$WORK/s3-ls.err" "listing $(s3_url "")"

@@ -4,7 +4,7 @@
 #          one bucket restored against `aws s3 cp --recursive` of the same bucket; prints markdown tables.
 # Usage: scripts/bench/minio.sh         (run by scripts/bench.sh minio; about 15 minutes)
 #
-# A stack is started here without sample data; its MinIO stand-in (a moto) is seeded with
+# A stack is started here without sample data; its MinIO stand-in (an RGW tenant) is seeded with
 # KDL_BENCH_MINIO_OBJECTS small objects per bucket (default 2500, 4 buckets: 10,000 of 1-100 KiB) and
 # KDL_BENCH_MINIO_LARGE objects of 20-200 MiB (default 16), random bytes (at least 2 GiB). Ours is backup.sh with
 # BACKUP_COMPONENTS=minio, encrypted; restic's staging (every object downloaded as a file with aws s3 cp) is timed
@@ -18,13 +18,11 @@ PY="$ROOT/.venv/bin/python"
 AWS="$ROOT/.venv/bin/aws"
 # shellcheck source=scripts/bench/backup.sh
 source "$ROOT/scripts/bench/backup.sh" # measure, measured_ok, ratio, at_most, mib (its cleanup is replaced below)
-# shellcheck source=scripts/stack/lib.sh
-source "$ROOT/scripts/stack/lib.sh" # free_port, start_service, wait_port
 OWN_STACK_DIR=""
 WORK=""
 IDS=(20260101T000100Z 20260101T000200Z 20260101T000300Z)
 
-# cleanup: stops the stack started here (its moto servers hold every stored byte) and removes the work folder.
+# cleanup: stops the stack started here (its memstore OSD holds every stored byte in RAM) and removes the work folder.
 cleanup() {
   if [[ -n "$OWN_STACK_DIR" ]]; then
     "$ROOT/scripts/stack/down.sh" --dir "$OWN_STACK_DIR" >/dev/null 2>&1 || true
@@ -91,15 +89,11 @@ restic_run() {
   measured_ok "restic-$1" "restic run $1"
 }
 
-# start_target: an empty moto to restore one bucket into (stopped with the stack); sets TARGET_* .
+# start_target: an empty MinIO to restore one bucket into: a new RGW user in a tenant of its own; sets TARGET_* .
 start_target() {
-  local port env_file="$WORK/target.env"
-  port=$(free_port)
-  STACK_DIR=$OWN_STACK_DIR start_service minio-target "$STACK_PY" "$ROOT/Tests/fixtures/s3_raw_path_verifier.py" \
-    --host 127.0.0.1 --port "$port" --bucket kdl-minio-probe --env-file "$env_file"
-  STACK_DIR=$OWN_STACK_DIR wait_port "$port" 60 minio-target
-  until [[ -s "$env_file" ]]; do sleep 0.1; done
-  TARGET_ENDPOINT="http://127.0.0.1:$port"
+  local env_file="$WORK/target.env"
+  "$ROOT/scripts/stack/s3-user.sh" --dir "$OWN_STACK_DIR" --tenant bench_target --env-file "$env_file"
+  TARGET_ENDPOINT=$(sed -n 's/^export AWS_ENDPOINT_URL_S3=//p' "$env_file")
   TARGET_KEY_ID=$(sed -n 's/^export AWS_ACCESS_KEY_ID=//p' "$env_file")
   TARGET_SECRET=$(sed -n 's/^export AWS_SECRET_ACCESS_KEY=//p' "$env_file")
 }
@@ -177,7 +171,7 @@ main() {
   local new_blobs3
   new_blobs3=$(s3-ls --json "s3://$BACKUP_S3_BUCKET/bench-minio/blobs/20260101T000300Z/" 2>/dev/null | jq -s 'map(.size) | add // 0')
 
-  printf '%s objects, %s MiB in %s buckets (moto for MinIO and for the backup bucket, one 2-core machine); restic %s; staging for restic %s s (excluded)\n\n' \
+  printf '%s objects, %s MiB in %s buckets (Ceph RGW for MinIO and for the backup bucket, one 2-core machine); restic %s; staging for restic %s s (excluded)\n\n' \
     "$objects" "$(mib "$bytes" 1048576)" "$(jq '.buckets | length' <<<"$seed")" "$(restic version | awk '{print $2}')" "$staging_seconds"
   echo "| run | wall s | CPU s | uploaded MiB | requests | peak RSS |"
   echo "|---|---|---|---|---|---|"

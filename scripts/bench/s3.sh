@@ -1,51 +1,42 @@
 #!/usr/bin/env bash
-# Summary: measure s3-put against the AWS CLI on the local S3 (moto with signatures checked) and its peak RSS
+# Summary: measure s3-put against the AWS CLI on the local S3 (Ceph RGW) and its peak RSS
 #          at two object sizes; prints a markdown table of figures vs issue 3's targets.
 # Usage: scripts/bench/s3.sh [SIZE_MiB]   (default 1024; KDL_BIN_DIR: the helpers as the image ships them,
 #                                          built by `swift build -c release --static-swift-stdlib`, default
 #                                          .build/release; KDL_STACK_ENV: a running stack's env file, else a
 #                                          private S3 is started; S3_BENCH_RUNS: runs per client, default 3)
 #
-# The stream is read from stdin by both clients. moto's own ingest dominates and varies from run to run,
+# The stream is read from stdin by both clients. The server's own ingest dominates and varies from run to run,
 # so each client runs at least twice, alternating, and the best runs are compared. Both clients send
-# CRC-32 checksums (the AWS CLI's default and s3-put's), so moto does the same work for each.
+# CRC-32 checksums (the AWS CLI's default and s3-put's), so the server does the same work for each.
 set -Eeuo pipefail
 umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN_DIR=${KDL_BIN_DIR:-$ROOT/.build/release}
-PYTHON=$ROOT/.venv/bin/python
 AWS=$ROOT/.venv/bin/aws
 SIZE_MIB=${1:-1024}
 SMALL_MIB=256
 RUNS=${S3_BENCH_RUNS:-3}
 WORK=""
-S3_PID=""
+OWN_STACK_DIR=""
 
 cleanup() {
-  if [[ -n "$S3_PID" ]]; then
-    kill "$S3_PID" 2>/dev/null || true
-    wait "$S3_PID" 2>/dev/null || true
+  if [[ -n "$OWN_STACK_DIR" ]]; then
+    "$ROOT/scripts/stack/down.sh" --dir "$OWN_STACK_DIR" >/dev/null 2>&1 || true
   fi
   [[ -n "$WORK" ]] && rm -rf "$WORK"
 }
 
-# start_s3: uses the stack's S3 when KDL_STACK_ENV is set, else starts the raw-path verifier (moto) privately.
+# start_s3: uses the stack's S3 when KDL_STACK_ENV is set, else starts a stack without sample data privately.
 start_s3() {
-  if [[ -n "${KDL_STACK_ENV:-}" && -f "$KDL_STACK_ENV" ]]; then
-    # shellcheck source=/dev/null
-    source "$KDL_STACK_ENV"
-    return
+  if [[ -z "${KDL_STACK_ENV:-}" || ! -f "$KDL_STACK_ENV" ]]; then
+    OWN_STACK_DIR="$WORK/stack"
+    "$ROOT/scripts/stack/up.sh" --dir "$OWN_STACK_DIR" >&2
+    KDL_STACK_ENV="$OWN_STACK_DIR/stack.env"
   fi
-  "$PYTHON" "$ROOT/Tests/fixtures/s3_raw_path_verifier.py" --port 0 --env-file "$WORK/s3.env" 2>"$WORK/s3.log" &
-  S3_PID=$!
-  local i
-  for ((i = 0; i < 300; i++)); do
-    [[ -s "$WORK/s3.env" ]] && break
-    sleep 0.1
-  done
   # shellcheck source=/dev/null
-  source "$WORK/s3.env"
+  source "$KDL_STACK_ENV"
 }
 
 # timed OUT CMD...: runs CMD with stdin from a zero stream of SIZE MiB (env STREAM_MIB); writes "wall_s rss_kib" to OUT.
@@ -55,7 +46,7 @@ timed() {
   head -c "$((STREAM_MIB << 20))" /dev/zero | /usr/bin/time -f '%e %M' -o "$out" "$@" >/dev/null
 }
 
-# remove KEY: deletes a benchmark object so moto's memory does not pile up.
+# remove KEY: deletes a benchmark object so the memstore OSD's memory does not pile up.
 remove() {
   "$AWS" s3 rm --only-show-errors --endpoint-url "$AWS_ENDPOINT_URL_S3" "s3://$BACKUP_S3_BUCKET/$1" >/dev/null || true
 }
@@ -70,6 +61,7 @@ main() {
     exit 1
   fi
   WORK=$(mktemp -d)
+  chmod 0711 "$WORK" # the stack started here must be reachable by the postgres user
   trap cleanup EXIT
   start_s3
   export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3

@@ -2,8 +2,8 @@
 # Summary: start the local KDL stack on 127.0.0.1 (free ports), all state under DIR, and write DIR/stack.env.
 # Usage: scripts/stack/up.sh --dir DIR [--seed tiny|small|SIZE] [--seed-number N]
 #
-# Services: PostgreSQL 15 (Gitea's database), moto_server (S3, signatures checked), a second moto_server
-# standing in for the platform's MinIO (STACK_MINIO_* in stack.env; seeded with KDL's buckets),
+# Services: PostgreSQL 15 (Gitea's database), Ceph RGW (S3: one mon, a memstore OSD, radosgw), whose second
+# user, in tenant minio, stands in for the platform's MinIO (STACK_MINIO_* in stack.env; seeded with KDL's buckets),
 # nx-27017 (MongoDB wire protocol), the Kubernetes API test double. With --seed,
 # sample data (scripts/stack/seed.py) goes into every service and DIR/seed-summary.json.
 # DIR/stack.env holds bash `export K=V` lines; stop everything with scripts/stack/down.sh --dir DIR.
@@ -13,6 +13,8 @@ umask 077
 
 # shellcheck source=scripts/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/stack/rgw.sh
+source "$(dirname "${BASH_SOURCE[0]}")/rgw.sh"
 
 PG_BIN=/usr/lib/postgresql/15/bin
 STACK_DIR=""
@@ -76,61 +78,20 @@ prepare_dir() {
   setenv STACK_DIR "$STACK_DIR"
 }
 
-# start_s3: moto with authentication, behind Tests/fixtures/s3_raw_path_verifier.py: plain moto_server
-# checks signatures against a re-encoded query and refuses every correctly signed listing whose prefix
-# holds a "/" (SignatureDoesNotMatch, even from the AWS CLI); the verifier checks the request as sent,
-# as S3 does. It bootstraps an IAM user with an access key and the bucket itself.
+# start_s3: Ceph RGW (scripts/stack/rgw.sh), which checks signatures and payload hashes as AWS does.
 start_s3() {
-  local port
-  port=$(free_port)
-  mkdir -p "$STACK_DIR/s3"
-  start_service s3 "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/s3_raw_path_verifier.py" --host 127.0.0.1 --port "$port" \
-    --bucket kdl-backups --env-file "$STACK_DIR/s3/verifier.env"
-  S3_PORT=$port
+  rgw_start
+  S3_PORT=$RGW_PORT
 }
 
-# start_minio: the platform's MinIO, stood in for by a second moto (the same signature checks); its settings go
-# to stack.env as STACK_MINIO_* (tests and the demo export them as MINIO_*: without them the job leaves minio out).
-start_minio() {
-  local port
-  port=$(free_port)
-  mkdir -p "$STACK_DIR/minio"
-  start_service minio "$STACK_PY" "$STACK_LIB_ROOT/Tests/fixtures/s3_raw_path_verifier.py" --host 127.0.0.1 --port "$port" \
-    --bucket kdl-minio-probe --env-file "$STACK_DIR/minio/verifier.env"
-  MINIO_PORT=$port
-}
-
-# init_minio: waits for the stand-in's key; seeds KDL's buckets when the stack is seeded.
-init_minio() {
-  wait_port "$MINIO_PORT" "$START_TIMEOUT" minio
-  local keyfile="$STACK_DIR/minio/verifier.env" deadline=$((SECONDS + START_TIMEOUT)) key_id secret
-  until [[ -s "$keyfile" ]]; do
-    ((SECONDS < deadline)) || die "the MinIO stand-in did not create its access key (log: $STACK_DIR/logs/minio.log)"
-    sleep 0.1
-  done
-  # shellcheck source=/dev/null
-  { read -r key_id && read -r secret; } < <(source "$keyfile" && printf '%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY")
-  setenv STACK_MINIO_ENDPOINT "http://127.0.0.1:$MINIO_PORT"
-  setenv STACK_MINIO_ACCESS_KEY_ID "$key_id"
-  setenv STACK_MINIO_SECRET_ACCESS_KEY "$secret"
-  setenv STACK_MINIO_ENV_FILE "$keyfile"
-  if [[ -n "$SEED" ]]; then
-    "$STACK_PY" "$STACK_LIB_ROOT/scripts/stack/seed_minio.py" --env-file "$keyfile" --summary "$STACK_DIR/seed-summary.json" \
-      --large 0 --seed-number "$SEED_NUMBER" >"$STACK_DIR/minio/seed.json" 2>>"$STACK_DIR/logs/seed.log" ||
-      die "seeding MinIO failed: $(tail -n 3 "$STACK_DIR/logs/seed.log" | tr '\n' ' ')"
-    setenv STACK_MINIO_SEED "$STACK_DIR/minio/seed.json"
-  fi
-}
-
-# init_s3: waits for the server's bootstrap (its env file) and takes the access key from it.
+# init_s3: waits for radosgw; the backup's user and bucket (kdl-backups), and the MinIO stand-in: a second
+# user in tenant "minio", its own bucket namespace, as MinIO is a server of its own.
 init_s3() {
-  wait_port "$S3_PORT" "$START_TIMEOUT" s3
-  local keyfile="$STACK_DIR/s3/verifier.env" deadline=$((SECONDS + START_TIMEOUT))
-  until [[ -s "$keyfile" ]]; do
-    ((SECONDS < deadline)) || die "S3 did not create its access key and bucket (log: $STACK_DIR/logs/s3.log)"
-    sleep 0.1
-  done
-  local key_id secret
+  rgw_wait
+  mkdir -p "$STACK_DIR/s3" "$STACK_DIR/minio"
+  local keyfile="$STACK_DIR/s3/s3.env" key_id secret
+  rgw_user kdl-backup "" "$keyfile"
+  rgw_bucket "$keyfile" kdl-backups
   # shellcheck source=/dev/null
   { read -r key_id && read -r secret; } < <(source "$keyfile" && printf '%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY")
   [[ -n "$key_id" && -n "$secret" ]] || die "no access key in $keyfile"
@@ -140,6 +101,27 @@ init_s3() {
   setenv AWS_DEFAULT_REGION us-east-1
   setenv AWS_ENDPOINT_URL_S3 "http://127.0.0.1:$S3_PORT"
   setenv BACKUP_S3_BUCKET kdl-backups
+  setenv STACK_S3_ENV_FILE "$keyfile"
+  setenv STACK_RGW_CONF "$RGW_CONF"
+  rgw_user minio minio "$STACK_DIR/minio/minio.env"
+}
+
+# init_minio: the MinIO stand-in's settings (STACK_MINIO_* in stack.env; tests and the demo export them as
+# MINIO_*: without them the job leaves minio out); seeds KDL's buckets when the stack is seeded.
+init_minio() {
+  local keyfile="$STACK_DIR/minio/minio.env" key_id secret
+  # shellcheck source=/dev/null
+  { read -r key_id && read -r secret; } < <(source "$keyfile" && printf '%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY")
+  setenv STACK_MINIO_ENDPOINT "http://127.0.0.1:$S3_PORT"
+  setenv STACK_MINIO_ACCESS_KEY_ID "$key_id"
+  setenv STACK_MINIO_SECRET_ACCESS_KEY "$secret"
+  setenv STACK_MINIO_ENV_FILE "$keyfile"
+  if [[ -n "$SEED" ]]; then
+    "$STACK_PY" "$STACK_LIB_ROOT/scripts/stack/seed_minio.py" --env-file "$keyfile" --summary "$STACK_DIR/seed-summary.json" \
+      --large 0 --seed-number "$SEED_NUMBER" >"$STACK_DIR/minio/seed.json" 2>>"$STACK_DIR/logs/seed.log" ||
+      die "seeding MinIO failed: $(tail -n 3 "$STACK_DIR/logs/seed.log" | tr '\n' ' ')"
+    setenv STACK_MINIO_SEED "$STACK_DIR/minio/seed.json"
+  fi
 }
 
 # as_postgres CMD...: runs CMD as the postgres user (initdb and the server refuse root).
@@ -276,7 +258,6 @@ main() {
   local started=$SECONDS
   prepare_dir
   start_s3
-  start_minio
   start_mongo
   start_postgres
   init_s3
