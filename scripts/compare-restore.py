@@ -6,7 +6,7 @@ Usage: compare-restore.py snapshot-mongo URI OUT.json
        compare-restore.py table --source-db DB --restored-db DB --source-data DIR --restored-data DIR
                                 --excludes "gitea/indexers ssh lost+found" --mongo-uri URI --mongo-before FILE
                                 --source-mlflow DIR --restored-mlflow DIR --source-k8s DIR --restored-k8s DIR
-                                [--minio-before FILE --restored-minio-env MINIO_ENV]
+                                [--minio-before FILE --restored-minio-env MINIO_ENV] [--mlflow-servers]
 MINIO_ENV: a file of `export AWS_ACCESS_KEY_ID=...`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL_S3` lines (the stack's
 MinIO stand-in writes one).
 
@@ -131,6 +131,28 @@ def compare_mlflow(source, restored):
     return not differing and bool(want), f"{len(want)} stores", f"{len(got)} stores", differing
 
 
+# --- MLflow server: what `mlflow server` answers on each restored store equals what it answers on its source ------
+
+def compare_mlflow_servers(source, restored):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import mlflow_rest
+
+    want, got = mlflow_dbs(source), mlflow_dbs(restored)
+    differing, totals = [], {"source": [0, 0, 0], "restored": [0, 0, 0]}
+    for name, db in want.items():
+        if name not in got:
+            differing.append(f"{name} missing")
+            continue
+        before, after = mlflow_rest.read_store(db), mlflow_rest.read_store(got[name])
+        for side, snap in (("source", before), ("restored", after)):
+            totals[side][0] += len(snap["experiments"])
+            totals[side][1] += len(snap["runs"])
+            totals[side][2] += sum(len(h) for run in snap["runs"].values() for h in run["metrics"].values())
+        differing += [f"{name}: {path}" for path in mlflow_rest.differences(before, after)[:3]]
+    describe = lambda t: f"{t[0]} experiments, {t[1]} runs, {t[2]} metric points"  # noqa: E731
+    return not differing and bool(want), describe(totals["source"]), describe(totals["restored"]), differing
+
+
 # --- MinIO: every bucket's objects, bytes, content types and user metadata -------------------------
 
 def minio_snapshot(env_file):
@@ -179,6 +201,8 @@ def table(args):
     ]
     if args.minio_before:
         rows.insert(3, ("minio", *compare_minio(args.minio_before, args.restored_minio_env)))
+    if args.mlflow_servers:
+        rows.append(("MLflow server reads restored stores", *compare_mlflow_servers(args.source_mlflow, args.restored_mlflow)))
     print("| component | source | restored | verified |")
     print("|---|---|---|---|")
     for name, ok, source, restored, detail in rows:
@@ -199,6 +223,8 @@ def main():
         tab.add_argument("--" + flag, required=True)
     tab.add_argument("--minio-before")
     tab.add_argument("--restored-minio-env")
+    tab.add_argument("--mlflow-servers", action="store_true",
+                     help="also start `mlflow server` (.venv-mlflow) on each source and restored store and compare their REST answers")
     snap_minio = sub.add_parser("snapshot-minio")
     snap_minio.add_argument("env_file")
     snap_minio.add_argument("out")

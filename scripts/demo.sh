@@ -100,19 +100,14 @@ restore_fresh() {
   "$ROOT/backup/restore.sh" restore kubernetes latest "${identity[@]}" --output "$restored/kubernetes"
 }
 
-# start_empty_minio: a fresh MinIO stand-in (an empty moto) to restore the buckets into; stopped with the stack.
+# start_empty_minio: an empty MinIO stand-in to restore the buckets into: a new RGW user in a tenant of its own.
 start_empty_minio() {
-  local port env_file="$DEMO_DIR/minio-target.env"
-  port=$(free_port)
-  STACK_DIR="$DEMO_DIR/stack" start_service minio-target "$STACK_PY" "$ROOT/Tests/fixtures/s3_raw_path_verifier.py" \
-    --host 127.0.0.1 --port "$port" --bucket kdl-minio-probe --env-file "$env_file"
-  STACK_DIR="$DEMO_DIR/stack" wait_port "$port" 60 minio-target
-  until [[ -s "$env_file" ]]; do sleep 0.1; done
+  local env_file="$DEMO_DIR/minio-target.env"
+  "$ROOT/scripts/stack/s3-user.sh" --dir "$DEMO_DIR/stack" --tenant minio_target --env-file "$env_file"
   TARGET_MINIO_ENV=$env_file
-  TARGET_MINIO_ENDPOINT="http://127.0.0.1:$port"
+  TARGET_MINIO_ENDPOINT=$(sed -n 's/^export AWS_ENDPOINT_URL_S3=//p' "$env_file")
   TARGET_MINIO_KEY_ID=$(sed -n 's/^export AWS_ACCESS_KEY_ID=//p' "$env_file")
   TARGET_MINIO_SECRET=$(sed -n 's/^export AWS_SECRET_ACCESS_KEY=//p' "$env_file")
-  # The fresh server made its own probe bucket; the source has one of the same name, so both snapshots hold it.
 }
 
 # export_source_objects: what the cluster holds now, cleaned the same way, to compare with the restored manifests.
@@ -134,7 +129,7 @@ print_table() {
     --mongo-uri "$MONGO_URI" --mongo-before "$DEMO_DIR/mongo-before.json" \
     --source-mlflow "$MLFLOW_ROOT" --restored-mlflow "$restored/mlflow" \
     --source-k8s "$DEMO_DIR/source-k8s" --restored-k8s "$restored/kubernetes" \
-    --minio-before "$DEMO_DIR/minio-before.json" --restored-minio-env "$TARGET_MINIO_ENV"
+    --minio-before "$DEMO_DIR/minio-before.json" --restored-minio-env "$TARGET_MINIO_ENV" --mlflow-servers
 }
 
 main() {

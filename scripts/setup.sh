@@ -4,19 +4,22 @@
 #
 # Idempotent: says what it installs and skips what is present. Debian packages
 # through apt, Python tools pinned in scripts/requirements*.txt into .venv
-# (checkov, whose pins clash with moto's, into .venv-checkov).
+# (checkov, whose pins clash with moto's, into .venv-checkov; MLflow, likewise, into .venv-mlflow).
 set -Eeuo pipefail
 umask 022
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 CHECKOV_VENV="$ROOT/.venv-checkov"
+MLFLOW_VENV="$ROOT/.venv-mlflow"
 
 APT_PACKAGES=(
   # build: the C system libraries behind CCurl, CJQ, CSQLite, CCrypto, CZlib
   libcurl4-openssl-dev libjq-dev libsqlite3-dev libssl-dev zlib1g-dev pkg-config
   # the job's own tools and the local stack
   postgresql postgresql-client sqlite3 zstd age tar git jq curl ca-certificates openssl procps psmisc iproute2
+  # the stack's S3: Ceph RGW (one mon, a memstore OSD, radosgw; scripts/stack/rgw.sh)
+  ceph-mon ceph-osd radosgw ceph-common
   # tests and the image smoke test
   bats bats-assert bats-support shellcheck debootstrap valgrind time
   # the MinIO benchmark's peer
@@ -87,6 +90,7 @@ check_swift() {
 main() {
   install_apt_packages
   install_venv "$VENV" "$ROOT/scripts/requirements.txt"
+  install_venv "$MLFLOW_VENV" "$ROOT/scripts/requirements-mlflow.txt"
   if [[ -f "$ROOT/scripts/requirements-checkov.txt" ]]; then
     install_venv "$CHECKOV_VENV" "$ROOT/scripts/requirements-checkov.txt"
   fi

@@ -18,7 +18,7 @@ PY="$ROOT/.venv/bin/python"
 OWN_STACK_DIR="" # not STACK_DIR: sourcing stack.env sets that one
 WORK=""
 
-# cleanup: removes what the run stored (moto keeps objects in its memory and temp files, which
+# cleanup: removes what the run stored (the memstore OSD keeps objects in RAM, which
 # pile up over runs against one stack), stops a stack started here, removes the work folder.
 cleanup() {
   if [[ -n "${BACKUP_S3_BUCKET:-}" ]]; then

@@ -10,7 +10,8 @@ Writes, deterministically for a given seed number:
               gitea/conf/app.ini, gitea/attachments, gitea/indexers (rebuildable), ssh (host keys),
               lost+found; owned by uid/gid 1000 as in Gitea's volume
   MongoDB     kdl.{projects,users,runtimes,capabilities,userActivity}, admin.{users,roles}
-  MLFLOW_ROOT kdl-<project>-mlflow-claim-pvc-<uid>/mlflow.db (MLflow's SQLite schema), some in WAL
+  MLFLOW_ROOT kdl-<project>-mlflow-claim-pvc-<uid>/mlflow.db, written by real MLflow (seed_mlflow.py) for tiny and
+              small, by MLflow 2.9's tables directly for benchmark sizes; some in WAL
               mode with -wal/-shm left behind, some with local mlruns/ or artifacts/
   DIR/k8s/objects.json  CRDs and objects for Tests/fixtures/kube_api_double.py
   DIR/seed-summary.json counts of everything above, for tests to compare against.
@@ -794,9 +795,26 @@ def seed_mlflow_store(path: str, world: World, project: dict, steps: int, wal: b
     return counts
 
 
+MLFLOW_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv-mlflow", "bin", "python")
+SEED_MLFLOW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seed_mlflow.py")
+
+
+def real_mlflow_stores(specs: list[dict]) -> list[dict]:
+    """Has real MLflow (seed_mlflow.py in .venv-mlflow) write the stores; returns their row counts per table."""
+    if not os.access(MLFLOW_PY, os.X_OK):
+        raise RuntimeError(f"missing {os.path.normpath(MLFLOW_PY)}: run scripts/setup.sh")
+    done = subprocess.run([MLFLOW_PY, SEED_MLFLOW], input=json.dumps(specs), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"seed_mlflow.py failed: {done.stderr.strip()[-600:]}")
+    return json.loads(done.stdout)
+
+
 def seed_mlflow(world: World, root: str, summary: dict) -> None:
+    """tiny and small: every store written by real MLflow. SIZE (benchmarks): MLflow 2.9's tables written here
+    directly, as MLflow's own client would take minutes per million metric rows."""
     rng, plan = world.rng, world.plan
-    stores = []
+    stores, specs = [], []
+    real = summary["size"] in ("tiny", "small")
     projects = list(world.projects)
     while len(projects) < plan.mlflow_projects:
         projects.append({**projects[len(projects) % len(world.projects)], "id": f"{projects[len(projects) % len(world.projects)]['id']}-x{len(projects)}"})
@@ -807,26 +825,43 @@ def seed_mlflow(world: World, root: str, summary: dict) -> None:
         large = index == 0 and plan.large_mlflow_steps > plan.metric_steps * 10
         steps = plan.large_mlflow_steps if large else plan.metric_steps
         wal = index % 3 == 1
-        counts = seed_mlflow_store(os.path.join(directory, "mlflow.db"), world, project, steps, wal)
         local = None
         if index % 3 == 2:
             local = "mlruns" if index % 2 == 0 else "artifacts"
-            for n in range(2):
-                run = rng.randbytes(16).hex()
-                base = os.path.join(directory, local, "1", run) if local == "mlruns" else os.path.join(directory, local, run)
-                write_file(os.path.join(base, "meta.yaml"), f"run_id: {run}\nexperiment_id: '1'\nlifecycle_stage: active\n")
-                write_file(os.path.join(base, "artifacts", "model", "MLmodel"), "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n")
-                write_file(os.path.join(base, "artifacts", "model", "model.pkl"), rng.randbytes(plan.mlflow_artifact_bytes))
-        files = {name for name in os.listdir(directory)}
-        stores.append({
-            "project": project["id"], "dir": claim,
-            "experiments": counts.get("experiments", 0), "runs": counts.get("runs", 0), "metrics": counts.get("metrics", 0),
-            "tables": counts, "wal": wal, "wal_files_present": "mlflow.db-wal" in files and "mlflow.db-shm" in files,
-            "local_artifacts": local, "large": large,
-        })
+        if real:
+            specs.append({"path": os.path.join(directory, "mlflow.db"), "project": project["id"],
+                          "members": [m["slug"] for m in project["members"]], "experiments": 3,
+                          "runs_per_experiment": plan.runs_per_experiment, "steps": steps, "wal": wal, "local": local,
+                          "artifact_bytes": plan.mlflow_artifact_bytes, "seed": rng.randrange(1 << 30)})
+            counts = {}
+        else:
+            counts = seed_mlflow_store(os.path.join(directory, "mlflow.db"), world, project, steps, wal)
+            if local:
+                write_local_artifacts(rng, plan, directory, local)
+        stores.append({"project": project["id"], "dir": claim, "tables": counts, "wal": wal, "local_artifacts": local,
+                       "large": large, "writer": "mlflow" if real else "seed.py"})
+    if real:
+        for store, counts in zip(stores, real_mlflow_stores(specs)):
+            store["tables"] = counts
+    for store in stores:
+        files = set(os.listdir(os.path.join(root, store["dir"])))
+        counts = store["tables"]
+        store.update({"experiments": counts.get("experiments", 0), "runs": counts.get("runs", 0),
+                      "metrics": counts.get("metrics", 0),
+                      "wal_files_present": "mlflow.db-wal" in files and "mlflow.db-shm" in files})
     # Not an MLflow store: a claim of another kind and a stray folder (the scan must skip both).
     write_file(os.path.join(root, f"kdl-{world.projects[0]['id']}-filebrowser-claim-pvc-{world.uid()}", "notes.txt"), "not mlflow\n")
     summary["mlflow"] = {"root": root, "project_count": len(stores), "projects": stores}
+
+
+def write_local_artifacts(rng: random.Random, plan: Plan, directory: str, local: str) -> None:
+    """Two runs' artifacts in mlruns/ or artifacts/ beside a store seed.py wrote."""
+    for n in range(2):
+        run = rng.randbytes(16).hex()
+        base = os.path.join(directory, local, "1", run) if local == "mlruns" else os.path.join(directory, local, run)
+        write_file(os.path.join(base, "meta.yaml"), f"run_id: {run}\nexperiment_id: '1'\nlifecycle_stage: active\n")
+        write_file(os.path.join(base, "artifacts", "model", "MLmodel"), "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n")
+        write_file(os.path.join(base, "artifacts", "model", "model.pkl"), rng.randbytes(plan.mlflow_artifact_bytes))
 
 
 # ---------------------------------------------------------------------------------------------
