@@ -1,5 +1,5 @@
 """End-to-end runs of backup/backup.sh against the local stack: the real helpers (KDL_BIN_DIR),
-PostgreSQL 15, moto with signatures checked, nx-27017 through the mongodump/mongorestore test
+PostgreSQL 15, Ceph RGW (signatures and payload hashes checked), nx-27017 through the mongodump/mongorestore test
 doubles, the Kubernetes API test double, real git trees and SQLite stores.
 
 Each test writes under a prefix of its own, so tests share one stack without seeing each other.

@@ -1,7 +1,7 @@
 """End-to-end round trips of backup/restore.sh against the local stack (issue 8).
 
 A backup set is built by hand with the real helpers (pg_dump -Fc, tar | zstd, age, s3-put) into the
-stack's moto (signatures checked) under a prefix of its own, with a manifest as backup.sh writes it;
+stack's Ceph RGW (signatures and payload hashes checked) under a prefix of its own, with a manifest as backup.sh writes it;
 restore.sh then restores it into fresh targets (a new PostgreSQL database, an empty folder) with the
 real s3-ls/s3-get, and the tests compare restored and source state.
 Needs KDL_STACK_ENV (scripts/stack/up.sh) and KDL_BIN_DIR (the helpers).
