@@ -23,6 +23,20 @@ public enum S3Error: ExitCodedError, Equatable {
         "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidClientTokenId",
     ]
     static let missingCodes: Set<String> = ["NoSuchBucket", "NoSuchKey", "NoSuchUpload"]
+    /// What a code means, for servers that answer with an empty `<Message>` (Ceph RGW does): S3's own wording.
+    static let meanings: [String: String] = [
+        "NoSuchKey": "The specified key does not exist.",
+        "NoSuchBucket": "The specified bucket does not exist.",
+        "NoSuchUpload": "The specified multipart upload does not exist.",
+        "AccessDenied": "Access Denied",
+        "SignatureDoesNotMatch": "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        "InvalidAccessKeyId": "The AWS Access Key Id you provided does not exist in our records.",
+        "XAmzContentSHA256Mismatch": "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        "BadDigest": "The Content-MD5 or checksum value that you specified did not match what the server received.",
+        "EntityTooSmall": "Your proposed upload is smaller than the minimum allowed object size.",
+        "InvalidPart": "One or more of the specified parts could not be found.",
+        "SlowDown": "Please reduce your request rate.",
+    ]
 
     public var exitCode: Int32 {
         switch self {
@@ -47,7 +61,8 @@ public enum S3Error: ExitCodedError, Equatable {
         case .credentials(let message, _):
             return "credentials: \(message)"
         case .service(let operation, let bucket, let key, let status, let code, let message):
-            let text = message.isEmpty ? "" : ": \(message)"
+            let meaning = message.isEmpty ? Self.meanings[code] ?? "" : message
+            let text = meaning.isEmpty ? "" : ": \(meaning)"
             return "\(operation) \(Self.uri(bucket, key)): \(code)\(text) (HTTP \(status))"
         case .transport(let operation, let bucket, let key, let message, _):
             return "\(operation) \(Self.uri(bucket, key)): \(message)"

@@ -88,7 +88,7 @@ import Testing
         server.put("kdl-backups", "kdl-backup/.keep", Data())
         for n in 0..<3 { server.put("churn", "data/raw/\(n).csv", Data("row \(n)\n".utf8)) }
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucket-sync-log-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: path, contents: nil)
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
         defer { try? FileManager.default.removeItem(atPath: path) }
         _ = try run(server, progressEvery: 0, log: Log(handle: FileHandle(forWritingAtPath: path)!))
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").filter { $0.contains("msg=progress") }

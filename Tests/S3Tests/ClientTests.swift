@@ -242,6 +242,13 @@ final class MemorySource: ByteSource {
         #expect(error.description == "PutObject s3://b/k: \(code): m (HTTP \(status))")
     }
 
+    @Test func anEmptyMessageIsExplainedByTheCode() {
+        let missing = S3Error.service(operation: "GetObject", bucket: "b", key: "no/such/key", status: 404, code: "NoSuchKey", message: "")
+        #expect(missing.description == "GetObject s3://b/no/such/key: NoSuchKey: The specified key does not exist. (HTTP 404)")
+        let unknown = S3Error.service(operation: "GetObject", bucket: "b", key: "k", status: 400, code: "SomethingNew", message: "")
+        #expect(unknown.description == "GetObject s3://b/k: SomethingNew (HTTP 400)")
+    }
+
     @Test func serviceErrorsNameOperationBucketKeyAndCode() throws {
         let transport = FakeTransport { _, _, _ in
             HTTPResponse(status: 403, body: errorXML("SignatureDoesNotMatch", "The request signature we calculated does not match"))
