@@ -145,9 +145,7 @@ def compare_mlflow_servers(source, restored):
             continue
         before, after = mlflow_rest.read_store(db), mlflow_rest.read_store(got[name])
         for side, snap in (("source", before), ("restored", after)):
-            totals[side][0] += len(snap["experiments"])
-            totals[side][1] += len(snap["runs"])
-            totals[side][2] += sum(len(h) for run in snap["runs"].values() for h in run["metrics"].values())
+            totals[side] = [total + n for total, n in zip(totals[side], mlflow_rest.counts(snap))]
         differing += [f"{name}: {path}" for path in mlflow_rest.differences(before, after)[:3]]
     describe = lambda t: f"{t[0]} experiments, {t[1]} runs, {t[2]} metric points"  # noqa: E731
     return not differing and bool(want), describe(totals["source"]), describe(totals["restored"]), differing

@@ -148,9 +148,10 @@ def read_store(store: Path) -> dict:
         return snapshot(server)
 
 
-def describe(snap: dict) -> str:
+def counts(snap: dict) -> tuple[int, int, int]:
+    """Experiments, runs and metric points of a snapshot."""
     points = sum(len(h) for run in snap["runs"].values() for h in run["metrics"].values())
-    return f"{len(snap['experiments'])} experiments, {len(snap['runs'])} runs, {points} metric points"
+    return len(snap["experiments"]), len(snap["runs"]), points
 
 
 def differences(source: dict, restored: dict) -> list[str]:

@@ -23,6 +23,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from restore_support import BACKUP, RESTORE, free_port
+from stack_env import load_stack_env
 
 SMALL = int(os.environ.get("KDL_MINIO_TEST_OBJECTS", "300"))
 LARGE = int(os.environ.get("KDL_MINIO_TEST_LARGE", "2"))
@@ -53,8 +54,7 @@ class TargetMinIO:
         env_file = directory / f"{tenant}.env"
         subprocess.run([str(S3_USER), "--dir", stack_dir, "--tenant", tenant, "--env-file", str(env_file)],
                        check=True, capture_output=True, timeout=120)
-        values = dict(line[len("export "):].strip().split("=", 1) for line in env_file.read_text().splitlines()
-                      if line.startswith("export "))
+        values = load_stack_env(env_file)
         self.env = {"MINIO_ENDPOINT": values["AWS_ENDPOINT_URL_S3"], "MINIO_ACCESS_KEY_ID": values["AWS_ACCESS_KEY_ID"],
                     "MINIO_SECRET_ACCESS_KEY": values["AWS_SECRET_ACCESS_KEY"]}
         self.client = s3(values["AWS_ENDPOINT_URL_S3"], values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
@@ -85,7 +85,6 @@ class Platform:
             "MINIO_ENDPOINT": stack["STACK_MINIO_ENDPOINT"], "MINIO_ACCESS_KEY_ID": stack["STACK_MINIO_ACCESS_KEY_ID"],
             "MINIO_SECRET_ACCESS_KEY": stack["STACK_MINIO_SECRET_ACCESS_KEY"],
         })
-        self.python = stack_env.get("STACK_PY") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
         self.rng = random.Random(16)
         self.ids = 0
 

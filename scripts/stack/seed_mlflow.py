@@ -101,7 +101,7 @@ def count_rows(connection):
     return {table: rows for table, rows in counts.items() if rows}
 
 
-def seed_wal_tail(spec, write):
+def seed_wal_tail(spec):
     """Switches the store to WAL, then a child writes through MLflow and exits without closing anything: its rows
     stay in mlflow.db-wal (with the -shm), as a running server leaves them. The child reports the row counts."""
     with sqlite3.connect(spec["path"]) as db:
@@ -113,7 +113,7 @@ def seed_wal_tail(spec, write):
         code = 1
         try:
             os.close(reader)
-            client = write(spec)
+            client = write_store(spec)
             experiment = next(e for e in client.search_experiments() if e.experiment_id != "0")
             client.set_experiment_tag(experiment.experiment_id, "kdl.wal-only", "written after the last checkpoint")
             run = client.search_runs([experiment.experiment_id], max_results=1)[0]
@@ -141,7 +141,7 @@ def main():
         if spec.get("wal"):
             # MLflow writes the store, then the WAL tail, in a child whose connections are never closed.
             # The parent must not open the store through MLflow first (its pool would checkpoint on exit).
-            results.append(seed_wal_tail(spec, write_store))
+            results.append(seed_wal_tail(spec))
             continue
         write_store(spec)
         with sqlite3.connect(spec["path"]) as db:

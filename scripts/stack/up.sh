@@ -84,8 +84,7 @@ start_s3() {
   S3_PORT=$RGW_PORT
 }
 
-# init_s3: waits for radosgw; the backup's user and bucket (kdl-backups), and the MinIO stand-in: a second
-# user in tenant "minio", its own bucket namespace, as MinIO is a server of its own.
+# init_s3: waits for radosgw; the backup's user and bucket (kdl-backups).
 init_s3() {
   rgw_wait
   mkdir -p "$STACK_DIR/s3" "$STACK_DIR/minio"
@@ -103,13 +102,14 @@ init_s3() {
   setenv BACKUP_S3_BUCKET kdl-backups
   setenv STACK_S3_ENV_FILE "$keyfile"
   setenv STACK_RGW_CONF "$RGW_CONF"
-  rgw_user minio minio "$STACK_DIR/minio/minio.env"
 }
 
-# init_minio: the MinIO stand-in's settings (STACK_MINIO_* in stack.env; tests and the demo export them as
-# MINIO_*: without them the job leaves minio out); seeds KDL's buckets when the stack is seeded.
+# init_minio: the MinIO stand-in, a second RGW user in tenant "minio" (its own bucket namespace, as MinIO is a
+# server of its own); its settings go to stack.env as STACK_MINIO_* (tests and the demo export them as MINIO_*:
+# without them the job leaves minio out); seeds KDL's buckets when the stack is seeded.
 init_minio() {
   local keyfile="$STACK_DIR/minio/minio.env" key_id secret
+  rgw_user minio minio "$keyfile"
   # shellcheck source=/dev/null
   { read -r key_id && read -r secret; } < <(source "$keyfile" && printf '%s\n%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY")
   setenv STACK_MINIO_ENDPOINT "http://127.0.0.1:$S3_PORT"
